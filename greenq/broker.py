@@ -1,0 +1,197 @@
+"""The only module that talks to Redis: one method per Lua script, plus the
+read-only queries. Methods that sit on a hot path take the client (a
+dedicated connection) they run on; the rest use a small shared pool."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from . import config, scripts
+from .keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Transient trouble: worth a retry with back-off, reported once per outage.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Broker:
+    """Redis access for one queue (`keys`)."""
+
+    def __init__(self, connection: dict[str, Any], keys: Keys) -> None:
+        self.keys = keys
+        self._connection = connection
+        self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
+        self.shared = self.channel(config.SHARED_POOL_SIZE)
+
+    def channel(self, size: int = 1) -> redis.Redis:
+        """A client with its own pool of `size` connections; callers wait for a
+        free one instead of opening more (bounded connections per process)."""
+        pool = redis.BlockingConnectionPool(
+            max_connections=size, timeout=config.SOCKET_TIMEOUT, **self._connection)
+        return redis.Redis(connection_pool=pool)
+
+    def close(self, *clients: redis.Redis) -> None:
+        for client in (self.shared, *clients):
+            client.connection_pool.disconnect()
+
+    # -- scripts -----------------------------------------------------------
+
+    def load_scripts(self, client: redis.Redis | None = None) -> None:
+        """SCRIPT LOAD every script, so a broken one fails at start, not mid-run."""
+        client = client or self.shared
+        for script in self.scripts.values():
+            try:
+                client.script_load(script.source)
+            except ResponseError as exc:
+                raise ResponseError(f"{script.name}.lua: {exc}") from None
+
+    def _run(self, client: redis.Redis, name: str, keys: Sequence, args: Sequence) -> Any:
+        script = self.scripts[name]
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or SCRIPT FLUSH: NOSCRIPT means it did not run.
+            client.script_load(script.source)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _pipeline(self, client: redis.Redis, calls: list[tuple[str, Sequence, Sequence]]) -> list:
+        """Run scripts in one round trip. redis-py's own script pipelining asks
+        SCRIPT EXISTS on every execute (an extra round trip), so we send
+        EVALSHA and reload only on NOSCRIPT, re-running just those calls."""
+        if not calls:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        for index, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                results[index] = self._run(client, *calls[index])
+            elif isinstance(result, Exception):
+                raise result
+        return results
+
+    # -- submit ------------------------------------------------------------
+
+    def submit(self, rows: Sequence[Sequence], client: redis.Redis | None = None) -> int:
+        """Add jobs; each row: id, task, resource ("" none), encoding, params, retries."""
+        k = self.keys
+        calls = []
+        for chunk in _chunks(rows, config.SCRIPT_BATCH):
+            args: list = [k.prefix]
+            for row in chunk:
+                args.extend(row)
+            calls.append(("submit", (k.pending, k.locks, k.counts), args))
+        client = client or self.shared
+        if len(calls) == 1:
+            return self._run(client, *calls[0])
+        return sum(self._pipeline(client, calls))
+
+    # -- worker path -------------------------------------------------------
+
+    def fetch(self, client: redis.Redis, process_id: str, max_jobs: int,
+              default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
+        k = self.keys
+        jobs, problems = self._run(
+            client, "fetch", (k.pending, k.procs, k.beats, k.counts, k.failed),
+            (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
+        return jobs, problems
+
+    def wait_for_jobs(self, client: redis.Redis, seconds: float) -> bool:
+        """Block until the pending list is non-empty (or `seconds` pass).
+
+        BLMOVE from a list to itself is a no-op rotation that returns as soon
+        as an id is there: a wake-up with no data leaving Lua's control."""
+        return client.blmove(self.keys.pending, self.keys.pending, seconds, "RIGHT", "RIGHT") is not None
+
+    def complete_call(self, process_id: str, pairs: Sequence) -> tuple:
+        k = self.keys
+        return ("complete", (k.pending, k.locks, k.counts), (k.prefix, process_id, *pairs))
+
+    def fail_call(self, process_id: str, groups: Sequence) -> tuple:
+        k = self.keys
+        return ("fail", (k.pending, k.locks, k.counts, k.failed), (k.prefix, process_id, *groups))
+
+    def heartbeat_call(self, process_id: str) -> tuple:
+        k = self.keys
+        return ("heartbeat", (k.procs, k.beats), (k.prefix, process_id))
+
+    def flush_stale_call(self, limit: int) -> tuple:
+        k = self.keys
+        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed),
+                (k.prefix, limit))
+
+    def run_batch(self, client: redis.Redis, calls: list[tuple]) -> list:
+        """Several script calls (from the *_call methods) in one round trip."""
+        return self._pipeline(client, calls)
+
+    def complete(self, process_id: str, pairs: Sequence, client: redis.Redis | None = None) -> list:
+        return self._run(client or self.shared, *self.complete_call(process_id, pairs))
+
+    def fail(self, process_id: str, groups: Sequence, client: redis.Redis | None = None) -> list:
+        return self._run(client or self.shared, *self.fail_call(process_id, groups))
+
+    def heartbeat(self, process_id: str, client: redis.Redis | None = None) -> list:
+        return self._run(client or self.shared, *self.heartbeat_call(process_id))
+
+    def flush_stale(self, limit: int, client: redis.Redis | None = None) -> list:
+        return self._run(client or self.shared, *self.flush_stale_call(limit))
+
+    def give_back_call(self, process_id: str, pairs: Sequence) -> tuple:
+        k = self.keys
+        return ("give_back", (k.pending, k.counts), (k.prefix, process_id, *pairs))
+
+    def give_back(self, process_id: str, pairs: Sequence, client: redis.Redis | None = None) -> list:
+        return self._run(client or self.shared, *self.give_back_call(process_id, pairs))
+
+    def owned(self, process_id: str, client: redis.Redis | None = None) -> list[tuple[str, str]]:
+        """(job id, lease token) of every job Redis says `process_id` holds."""
+        client = client or self.shared
+        ids = [i.decode() for i in client.zrange(self.keys.owned(process_id), 0, -1)]
+        if not ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id), "lease")
+        return [(job_id, (lease or b"").decode()) for job_id, lease in zip(ids, pipe.execute())]
+
+    # -- failed queue and inspection --------------------------------------
+
+    def retry_failed(self, limit: int) -> int:
+        k = self.keys
+        return self._run(self.shared, "retry_failed", (k.failed, k.pending, k.locks, k.counts),
+                         (k.prefix, limit))
+
+    def delete_failed(self, limit: int) -> int:
+        k = self.keys
+        return self._run(self.shared, "delete_failed", (k.failed,), (k.prefix, limit))
+
+    def stats(self) -> dict[str, int]:
+        k = self.keys
+        pipe = self.shared.pipeline(transaction=True)
+        pipe.llen(k.pending).llen(k.failed).hmget(k.counts, "active", "waiting").hlen(k.locks)
+        pending, failed, (active, waiting), locked = pipe.execute()
+        return {"pending": pending, "active": int(active or 0), "waiting": int(waiting or 0),
+                "failed": failed, "locked_resources": locked}
+
+    def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
+        ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
+        if not ids:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id.decode()))
+        return list(zip(ids, pipe.execute()))
+
+    def server_info(self) -> dict:
+        return self.shared.info("server")

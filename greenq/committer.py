@@ -1,0 +1,205 @@
+"""Group commit and the tick: one round trip per process carries every
+finished job since the last one, plus (when due) the heartbeat of all this
+process' running jobs and a bounded stale flush for the whole queue."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import gevent
+import gevent.event
+
+from . import config
+from .broker import CONNECTION_ERRORS, Broker
+from .errors import LeaseLostError
+from .health import Health
+from .job import ROW, Job, decode_row
+
+log = logging.getLogger(__name__)
+
+FLUSH_LIMIT = 1000  # stale jobs reclaimed per tick at most
+
+
+class Committer:
+    def __init__(self, broker: Broker, process_id: str, tick_interval: float,
+                 health: Health, emit: Callable, max_params_bytes: int) -> None:
+        self.broker = broker
+        self.process_id = process_id
+        self.tick_interval = tick_interval
+        self.health = health
+        self.emit = emit
+        self.max_params_bytes = max_params_bytes
+        self._succeeded: list[Job] = []
+        self._failed: list[tuple[Job, str, bool]] = []
+        self._given_back: list[Job] = []
+        self._retried_ids: set[str] = set()  # sent in a round trip whose fate is unknown
+        self._wake = gevent.event.Event()
+        self._stopping = False
+        self._greenlet = None
+        self.client = None
+        self.round_trips = 0
+
+    # -- called by job greenlets -------------------------------------------
+
+    def succeeded(self, job: Job) -> None:
+        self._succeeded.append(job)
+        self._wake.set()
+
+    def failed(self, job: Job, error: str, final: bool = False) -> None:
+        self._failed.append((job, error, final))
+        self._wake.set()
+
+    def give_back(self, job: Job) -> None:
+        self._given_back.append(job)
+        self._wake.set()
+
+    def backlog(self) -> int:
+        return len(self._succeeded) + len(self._failed) + len(self._given_back)
+
+    # -- the loop ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client = self.broker.channel(1)
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        """Commit everything still buffered, then stop (forgetting this process
+        in Redis if it holds no job any more)."""
+        self._stopping = True
+        self._wake.set()
+        if self._greenlet is not None:
+            self._greenlet.join()
+        try:
+            self.broker.heartbeat(self.process_id, self.client)
+        except CONNECTION_ERRORS as exc:
+            log.warning("could not send the last heartbeat: %r", exc)
+        self.client.connection_pool.disconnect()
+
+    def _loop(self) -> None:
+        next_tick = 0.0
+        while True:
+            wait = next_tick - time.monotonic()
+            if wait > 0 and not self.backlog() and not self._stopping:
+                self._wake.wait(wait)
+            self._wake.clear()
+            if self._stopping and not self.backlog():
+                return
+            tick = time.monotonic() >= next_tick and not self._stopping
+            if self._commit(tick):
+                if tick:
+                    next_tick = time.monotonic() + self.tick_interval
+            elif self._stopping and self.health.down and self._give_up_on_stop():
+                return
+
+    def _give_up_on_stop(self) -> bool:
+        # Shutting down while Redis is gone: keep trying for a while, then
+        # leave the rest to the stale flush (at-least-once still holds).
+        if not hasattr(self, "_stop_deadline"):
+            self._stop_deadline = time.monotonic() + 3 * config.SOCKET_TIMEOUT
+        if time.monotonic() > self._stop_deadline:
+            log.error("Redis still unreachable at shutdown; %d finished jobs not recorded, "
+                      "the stale flush will run them again", self.backlog())
+            return True
+        return False
+
+    def _commit(self, tick: bool) -> bool:
+        batch = config.SCRIPT_BATCH
+        succeeded, self._succeeded = self._succeeded[:batch], self._succeeded[batch:]
+        failed, self._failed = self._failed[:batch], self._failed[batch:]
+        given_back, self._given_back = self._given_back[:batch], self._given_back[batch:]
+        pid = self.process_id
+        calls, handlers = [], []
+        if succeeded:
+            pairs = [x for job in succeeded for x in (job.id, job.token)]
+            calls.append(self.broker.complete_call(pid, pairs))
+            handlers.append(lambda codes: self._after_complete(succeeded, codes))
+        if failed:
+            groups = [x for job, error, final in failed
+                      for x in (job.id, job.token, error, "1" if final else "0")]
+            calls.append(self.broker.fail_call(pid, groups))
+            handlers.append(lambda codes: self._after_fail(failed, codes))
+        if given_back:
+            pairs = [x for job in given_back for x in (job.id, job.token)]
+            calls.append(self.broker.give_back_call(pid, pairs))
+            handlers.append(lambda codes: self._after_give_back(given_back, codes))
+        if tick:
+            calls.append(self.broker.heartbeat_call(pid))
+            handlers.append(lambda result: None)
+            calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
+            handlers.append(self.after_flush)
+        if not calls:
+            return True
+        try:
+            results = self.broker.run_batch(self.client, calls)
+        except CONNECTION_ERRORS as exc:
+            # Unknown whether Redis ran them: keep them to send again. Every
+            # script is lease-checked, so a second run changes nothing twice.
+            self._succeeded[:0] = succeeded
+            self._failed[:0] = failed
+            self._given_back[:0] = given_back
+            self._retried_ids.update(job.id for job in succeeded)
+            self._retried_ids.update(job.id for job, _, _ in failed)
+            self._retried_ids.update(job.id for job in given_back)
+            gevent.sleep(self.health.trouble(exc))
+            return False
+        self.round_trips += 1
+        self.health.ok()
+        for handler, result in zip(handlers, results):
+            handler(result)
+        return True
+
+    # -- results -> events ---------------------------------------------------
+
+    def _lost(self, job: Job, code: int, what: str) -> None:
+        if job.id in self._retried_ids:
+            # Our own re-send after a broken connection found its work done.
+            self._retried_ids.discard(job.id)
+            return
+        why = "its record is gone" if code == 0 else "its lease was taken away by a stale flush"
+        self.emit("error", LeaseLostError(
+            f"job {job.id} ({job.task_id}) {what} after {why}; nothing was changed in Redis"))
+
+    def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
+        for job, code in zip(jobs, codes):
+            if code == 1 or (code == 0 and job.id in self._retried_ids):
+                # (code 0 on a re-send: the first send did finish it)
+                self._retried_ids.discard(job.id)
+                self.emit("job_success", job)
+            else:
+                self._lost(job, code, "succeeded")
+
+    def _after_fail(self, failed: list, codes: list[int]) -> None:
+        for (job, error, _final), code in zip(failed, codes):
+            if code in (1, 2):
+                self._retried_ids.discard(job.id)
+                job.error = error
+                if code == 2:
+                    job.retries -= 1
+                    self.emit("job_retry", job)
+                else:
+                    self.emit("job_fail", job)
+            else:
+                self._lost(job, code, "failed")
+
+    def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
+        for job, code in zip(jobs, codes):
+            if code == 1:
+                self._retried_ids.discard(job.id)
+            else:
+                self._lost(job, code, "was given back")
+
+    def after_flush(self, rows: list) -> int:
+        """Emit job_retry / job_fail for each job a stale flush reclaimed."""
+        for start in range(0, len(rows), ROW):
+            row = rows[start:start + ROW]
+            try:
+                job = decode_row(row, self.max_params_bytes)
+            except Exception as exc:  # the event still matters more than the params
+                job = getattr(exc, "job", None)
+                if job is None:
+                    continue
+            job.token = ""
+            self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)
+        return len(rows) // ROW

@@ -1,0 +1,66 @@
+"""Defaults and Redis connection settings. Times are seconds unless named *_ms."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_NAMESPACE = "greenq"
+DEFAULT_QUEUE_ID = "default"
+DEFAULT_TASK_TIMEOUT = 10.0       # a running job is dead after this long without a heartbeat
+DEFAULT_WORKER_COUNT = 100        # concurrent jobs (greenlets) per process
+DEFAULT_FLUSH_STALE_TIMEOUT = 30.0  # at most this long between scans for dead jobs
+MAX_TICK_INTERVAL = 1.0           # heartbeats at least this often, and 4x per smallest timeout
+MAX_PARAMS_BYTES = 1024 * 1024    # encoded params above this are refused at submit and fetch
+MAX_ID_LENGTH = 512               # task and resource ids, in characters
+
+SOCKET_TIMEOUT = 10.0             # no Redis answer within this long = connection broken
+CONNECT_TIMEOUT = 5.0
+FETCH_BLOCK_SECONDS = 1           # BLMOVE wait when idle; well under SOCKET_TIMEOUT
+SHARED_POOL_SIZE = 4              # connections for submit/stats/admin calls, per process
+SCRIPT_BATCH = 500                # jobs per script call in bulk and group-commit paths
+RECONNECT_BACKOFF = (0.05, 2.0)   # first and longest wait between retries when Redis is gone
+
+
+def redis_url_from_env() -> str:
+    return os.environ.get("GREENQ_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments for a redis-py connection pool.
+
+    Timeouts are set explicitly, and redis-py's own retries are off: a
+    re-sent script must be greenq's decision (every script is idempotent or
+    lease-checked, and greenq retries with back-off itself).
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if redis_url is not None and redis_config is not None:
+        raise ValueError("give redis_url or redis_config, not both")
+    if redis_config is not None:
+        if not isinstance(redis_config, dict):
+            raise TypeError("redis_config must be a dict of redis-py connection settings")
+        kwargs = dict(redis_config)
+        if kwargs.pop("ssl", False):
+            kwargs["connection_class"] = redis.SSLConnection
+    else:
+        url = redis_url or redis_url_from_env()
+        try:
+            kwargs = redis.connection.parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"bad Redis URL: {exc}") from None
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    kwargs["retry_on_timeout"] = False
+    return kwargs
+
+
+def describe(kwargs: dict[str, Any]) -> str:
+    """Where a connection goes, without the password."""
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
+    return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -1,0 +1,48 @@
+"""The greenq exception tree: one root, a few branches, each raised for one reason."""
+
+
+class GreenQError(Exception):
+    """Root of every error greenq raises on purpose."""
+
+
+class TaskDefinitionError(GreenQError):
+    """Raised when a task module, file or decorator does not define a valid task,
+    or a task id is registered twice."""
+
+
+class ParamsError(GreenQError, ValueError):
+    """Raised when a job's arguments (task id, resource id, retries, params)
+    are invalid or the serializer cannot carry the params."""
+
+
+class JobDecodeError(GreenQError):
+    """Raised when a job record read from Redis cannot be decoded."""
+
+
+class UnknownTaskError(GreenQError):
+    """Raised when a fetched job names a task this process has not registered."""
+
+
+class LeaseLostError(GreenQError):
+    """Raised (as an `error` event) when a job finished after a stale flush took
+    its lease away; the late finish changed nothing in Redis."""
+
+
+class NotPatchedError(GreenQError):
+    """Raised by `start()` in a process whose sockets gevent has not patched:
+    the workers would block the whole program."""
+
+
+class StateError(GreenQError):
+    """Raised when a call does not fit the queue's life cycle (register after
+    start, start after shutdown)."""
+
+
+class BrokerError(GreenQError):
+    """Raised (as an `error` event) when Redis cannot be reached or answers
+    something greenq does not understand."""
+
+
+class WorkerShutdown(BaseException):
+    """Thrown into a job's greenlet when a shutdown gives it back to the queue.
+    A BaseException, so a task's `except Exception` cannot swallow it."""

@@ -1,0 +1,35 @@
+"""Redis outage bookkeeping shared by a process' loops: one `error` event per
+outage, not one per failed call, and a back-off that grows while it lasts."""
+
+from __future__ import annotations
+
+import logging
+
+from . import config
+from .errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    def __init__(self, emit) -> None:
+        self._emit = emit
+        self.down = False
+        self._backoff = config.RECONNECT_BACKOFF[0]
+
+    def trouble(self, exc: BaseException) -> float:
+        """Note a failed Redis call; returns how long to wait before retrying."""
+        if not self.down:
+            self.down = True
+            error = BrokerError(f"Redis unreachable, retrying with back-off: {exc!r}")
+            error.__cause__ = exc
+            self._emit("error", error)
+        wait = self._backoff
+        self._backoff = min(self._backoff * 2, config.RECONNECT_BACKOFF[1])
+        return wait
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("Redis reachable again")
+        self._backoff = config.RECONNECT_BACKOFF[0]

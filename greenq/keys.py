@@ -1,0 +1,32 @@
+"""Every Redis key of one queue, in one place. All share the hash tag
+``{queue_id}`` so a queue lives in one Redis Cluster slot."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Key names for queue `queue_id` under `namespace`.
+
+    Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
+    ``owned:<process id>``) are built inside the Lua scripts from `prefix`.
+    """
+
+    __slots__ = ("prefix", "pending", "locks", "counts", "failed", "procs", "beats")
+
+    def __init__(self, namespace: str, queue_id: str) -> None:
+        self.prefix = f"{namespace}:{{{queue_id}}}:"
+        self.pending = self.prefix + "pending"  # LIST runnable job ids
+        self.locks = self.prefix + "locks"      # HASH resource -> holding job id
+        self.counts = self.prefix + "counts"    # HASH active / waiting counters
+        self.failed = self.prefix + "failed"    # LIST failed job ids, oldest first
+        self.procs = self.prefix + "procs"      # ZSET process -> stale-at ms
+        self.beats = self.prefix + "beats"      # HASH process -> last beat ms
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def wait(self, resource_id: str) -> str:
+        return f"{self.prefix}wait:{resource_id}"
+
+    def owned(self, process_id: str) -> str:
+        return f"{self.prefix}owned:{process_id}"

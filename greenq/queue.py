@@ -1,0 +1,237 @@
+"""GreenQueue: the facade users hold. Submits and inspects from any program;
+`start()` adds the workers (in this process, or child processes)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import types
+from typing import Any, Callable, Iterable
+
+from . import config
+from .broker import Broker
+from .errors import NotPatchedError, ParamsError, StateError
+from .events import EventBus
+from .health import Health
+from .job import Job, number, text
+from .keys import Keys
+from .registry import Registry
+from .serializers import get_serializer
+
+log = logging.getLogger(__name__)
+
+_FLUSH_BATCH = 1000
+
+
+def new_job_id() -> str:
+    """96 random bits, 16 URL-safe characters: chosen here, so a re-sent submit
+    is recognised by Redis as the same job."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+def _check_id(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    value = str(value)
+    if not value:
+        raise ParamsError(f"{what} must not be empty")
+    if len(value) > config.MAX_ID_LENGTH:
+        raise ParamsError(f"{what} is {len(value)} characters; at most {config.MAX_ID_LENGTH}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParamsError(f"{what} is not valid Unicode") from None
+    return value
+
+
+class GreenQueue:
+    """A job queue on Redis. See the README for the whole API."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        redis_config: dict[str, Any] | None = None,
+        namespace: str = config.DEFAULT_NAMESPACE,
+        queue_id: str = config.DEFAULT_QUEUE_ID,
+        child_process_count: int = 0,
+        worker_count: int | None = None,
+        flush_stale_timeout: float = config.DEFAULT_FLUSH_STALE_TIMEOUT,
+        serializer: str = "msgpack",
+        *,
+        max_params_bytes: int = config.MAX_PARAMS_BYTES,
+    ) -> None:
+        for name, value in (("namespace", namespace), ("queue_id", queue_id)):
+            if not isinstance(value, str) or not value or "{" in value or "}" in value:
+                raise ValueError(f"{name} must be a non-empty str without braces, not {value!r}")
+        if isinstance(child_process_count, bool) or not isinstance(child_process_count, int) \
+                or child_process_count < 0:
+            raise ValueError("child_process_count must be an int >= 0")
+        if worker_count is None:
+            worker_count = config.DEFAULT_WORKER_COUNT
+        if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 1:
+            raise ValueError("worker_count must be an int >= 1")
+        if not isinstance(flush_stale_timeout, (int, float)) or not flush_stale_timeout > 0:
+            raise ValueError("flush_stale_timeout must be a number of seconds > 0")
+        self.serializer = get_serializer(serializer)
+        self.namespace, self.queue_id = namespace, queue_id
+        self.child_process_count = child_process_count
+        self.worker_count = worker_count
+        self.flush_stale_timeout = float(flush_stale_timeout)
+        self.max_params_bytes = max_params_bytes
+        self.redis_url, self.redis_config = redis_url, redis_config
+        self.connection = config.connection_kwargs(redis_url, redis_config)
+        self.keys = Keys(namespace, queue_id)
+        self.broker = Broker(self.connection, self.keys)
+        self.registry = Registry()
+        self.events = EventBus()
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
+        self._runner = None  # a Worker, or a Master with child processes
+        self._state = "new"
+
+    # -- tasks and events ----------------------------------------------------
+
+    def register_task(self, spec: str | types.ModuleType) -> None:
+        if self._state != "new":
+            raise StateError("register tasks before start()")
+        self.registry.register(spec)
+
+    def on(self, event: str, handler: Callable[[Any], Any]) -> None:
+        self.events.on(event, handler)
+
+    # -- submitting ----------------------------------------------------------
+
+    def _row(self, task_id: Any, resource_id: Any = None, params: Any = None,
+             retries: int = 0) -> list:
+        task_id = _check_id(task_id, "task_id")
+        resource = "" if resource_id is None else _check_id(resource_id, "resource_id")
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError("retries must be an int")
+        if retries < 0:
+            raise ParamsError("retries must be >= 0")
+        blob = self.serializer.encode(params, self.max_params_bytes)
+        return [new_job_id(), task_id, resource, self.serializer.tag, blob, retries]
+
+    def submit_job(self, task_id: str, *, resource_id: str | None = None,
+                   params: Any = None, retries: int = 0) -> str:
+        """Queue one job; returns its id once Redis has it."""
+        row = self._row(task_id, resource_id, params, retries)
+        self.broker.submit([row])
+        return row[0]
+
+    def submit_jobs(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
+        """Queue many jobs in few round trips; all are checked before any is written."""
+        rows = []
+        for index, spec in enumerate(jobs):
+            if not isinstance(spec, dict):
+                raise TypeError(f"jobs[{index}] must be a dict, not {type(spec).__name__}")
+            unknown = set(spec) - {"task_id", "resource_id", "params", "retries"}
+            if unknown or "task_id" not in spec:
+                raise TypeError(f"jobs[{index}]: needs task_id; unknown keys {sorted(unknown)}")
+            rows.append(self._row(**spec))
+        if rows:
+            self.broker.submit(rows)
+        return [row[0] for row in rows]
+
+    # -- running -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers, the heartbeat/stale tick and event delivery."""
+        if self._state != "new":
+            raise StateError(f"start() on a queue that is {self._state}")
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            raise NotPatchedError(
+                "start() needs gevent's monkey-patching: call gevent.monkey.patch_all() first "
+                "thing in the program (or run `greenq run`); unpatched, the workers would "
+                "block every thread of this program")
+        if not self.registry.tasks:
+            log.warning("start() with no task registered: every job fetched will fail")
+        self.broker.load_scripts()
+        self._warn_about_server()
+        self.events.start()
+        if self.child_process_count:
+            from .master import Master
+
+            self._runner = Master(self)
+        else:
+            from .worker import Worker
+
+            self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
+                                  Health(self.events.emit), self.events.emit,
+                                  self.max_params_bytes)
+        self._runner.start()
+        self._state = "running"
+
+    def _warn_about_server(self) -> None:
+        try:
+            policy = self.broker.shared.config_get("maxmemory-policy").get(b"maxmemory-policy")
+        except Exception:  # CONFIG may be forbidden to this user; nothing to warn about then
+            return
+        if policy not in (None, b"noeviction"):
+            log.warning("Redis maxmemory-policy is %s: Redis may evict job records and lose jobs; "
+                        "use noeviction", policy.decode())
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop taking jobs, let running ones finish (jobs still running after
+        `timeout` go back to the queue), stop children, close connections."""
+        if self._state in ("stopping", "stopped"):
+            return
+        self._state = "stopping"
+        try:
+            if self._runner is not None:
+                self._runner.stop(timeout)
+            self.events.stop()
+        finally:
+            self.broker.close()
+            self._state = "stopped"
+
+    # -- failed queue and inspection -------------------------------------------
+
+    def _drain(self, step: Callable[[int], int]) -> int:
+        total = 0
+        while True:
+            done = step(_FLUSH_BATCH)
+            total += done
+            if done < _FLUSH_BATCH:
+                return total
+
+    def retry_failed_jobs(self) -> int:
+        return self._drain(self.broker.retry_failed)
+
+    def delete_failed_jobs(self) -> int:
+        return self._drain(self.broker.delete_failed)
+
+    def force_flush_stale_jobs(self) -> int:
+        from .committer import Committer
+
+        reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
+                             self.max_params_bytes)
+        return self._drain(lambda limit: reporter.after_flush(self.broker.flush_stale(limit)))
+
+    def failed_jobs(self, limit: int = 100) -> list[Job]:
+        from .serializers import decode_params
+
+        jobs = []
+        for job_id, record in self.broker.failed_records(limit):
+            if not record:
+                continue
+            try:
+                params = decode_params(record.get(b"enc"), record.get(b"params"),
+                                       self.max_params_bytes)
+            except Exception:
+                params = record.get(b"raw", record.get(b"params"))
+            jobs.append(Job(id=text(job_id), task_id=text(record.get(b"task")) or "",
+                            resource_id=text(record.get(b"res")), params=params,
+                            retries=number(record.get(b"retries")),
+                            attempts=number(record.get(b"attempts")),
+                            error=text(record.get(b"error"))))
+        return jobs
+
+    def stats(self) -> dict[str, int]:
+        return self.broker.stats()
+
+    def __repr__(self) -> str:
+        return f"<GreenQueue {self.keys.prefix} {config.describe(self.connection)} {self._state}>"

@@ -1,0 +1,116 @@
+"""Task registration: modules, files and `@greenq.task` functions. No Redis."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .config import DEFAULT_TASK_TIMEOUT
+from .errors import TaskDefinitionError
+
+_DECORATED = "__greenq_task__"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    perform: Callable[[Any], Any]
+    timeout: float = DEFAULT_TASK_TIMEOUT
+
+
+def _check(task_id: Any, perform: Any, timeout: Any, origin: str) -> Task:
+    if not isinstance(task_id, str) or not task_id:
+        raise TaskDefinitionError(f"{origin}: task id must be a non-empty str, not {task_id!r}")
+    if not callable(perform):
+        raise TaskDefinitionError(f"{origin}: perform of task {task_id!r} is not callable")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise TaskDefinitionError(f"{origin}: timeout of task {task_id!r} must be a number > 0")
+    return Task(task_id, perform, float(timeout))
+
+
+def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT) -> Callable:
+    """Decorator: mark `perform(params)` as task `task_id` of its module."""
+    def mark(perform: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        setattr(perform, _DECORATED, _check(task_id, perform, timeout, "@greenq.task"))
+        return perform
+    return mark
+
+
+def load_module(spec: str | types.ModuleType) -> types.ModuleType:
+    """A module object from a module, a dotted name or a .py path."""
+    if isinstance(spec, types.ModuleType):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TaskDefinitionError(f"a task spec is a module, a dotted name or a .py path, not {spec!r}")
+    spec = os.fspath(spec)
+    if spec.endswith(".py") or os.sep in spec:
+        path = os.path.abspath(spec)
+        if not os.path.isfile(path):
+            raise TaskDefinitionError(f"task file not found: {path}")
+        name = "greenq_tasks_" + os.path.splitext(os.path.basename(path))[0]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise TaskDefinitionError(f"no task module named {spec!r}") from exc
+        raise
+
+
+def tasks_of(module: types.ModuleType) -> list[Task]:
+    """Every task a module defines: its `id`/`perform` pair and its decorated functions."""
+    found = []
+    origin = getattr(module, "__file__", None) or module.__name__
+    if hasattr(module, "id") or hasattr(module, "perform"):
+        found.append(_check(getattr(module, "id", None), getattr(module, "perform", None),
+                            getattr(module, "timeout", DEFAULT_TASK_TIMEOUT), origin))
+    for value in vars(module).values():
+        marked = getattr(value, _DECORATED, None)
+        if isinstance(marked, Task) and marked not in found:
+            found.append(marked)
+    if not found:
+        raise TaskDefinitionError(f"{origin}: defines no task (an `id` and `perform`, or @greenq.task)")
+    return found
+
+
+class Registry:
+    """The tasks one queue can run, by id."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.sources: list[str] = []  # how each module was named, for child processes
+
+    def register(self, spec: str | types.ModuleType) -> list[Task]:
+        module = load_module(spec)
+        new = tasks_of(module)
+        ids = [t.id for t in new]
+        for task_id in ids:
+            if task_id in self.tasks or ids.count(task_id) > 1:
+                raise TaskDefinitionError(f"task id {task_id!r} is registered twice")
+        for t in new:
+            self.tasks[t.id] = t
+        self.sources.append(spec if isinstance(spec, str) else module.__name__)
+        return new
+
+    def get(self, task_id: str) -> Task | None:
+        return self.tasks.get(task_id)
+
+    def timeouts_ms(self) -> list:
+        """Flat task id, timeout ms pairs, as fetch.lua takes them."""
+        flat: list = []
+        for t in self.tasks.values():
+            flat += [t.id, int(t.timeout * 1000)]
+        return flat

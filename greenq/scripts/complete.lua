@@ -1,0 +1,35 @@
+--[[
+  Finish jobs that succeeded: forget them and hand each one's resource to the
+  next waiting job. Only the current lease holder may finish a job, so the
+  late finish of a run whose lease a stale flush took away changes nothing.
+  Input:
+    KEYS[1] pending  LIST of runnable job ids
+    KEYS[2] locks    HASH resource id -> holding job id
+    KEYS[3] counts   HASH "active", "waiting" counters
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
+    ARGV[2] process id
+    ARGV[3..] pairs: job id, lease token
+  Output: one code per job: 1 done; 0 no record; -1 lease lost
+]]
+local rcall = redis.call
+local pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
+local prefix, proc = ARGV[1], ARGV[2]
+-- @include check_lease
+-- @include release
+
+local owned_key = prefix .. "owned:" .. proc
+local codes, done = {}, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local job_key = prefix .. "job:" .. id
+  local f, code = check_lease(job_key, ARGV[i + 1], proc)
+  if f then
+    rcall("ZREM", owned_key, id)
+    rcall("DEL", job_key)
+    release(f[4], id)
+    done = done + 1
+  end
+  codes[#codes + 1] = code
+end
+if done > 0 then rcall("HINCRBY", counts_key, "active", -done) end
+return codes

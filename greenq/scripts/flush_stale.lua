@@ -1,0 +1,70 @@
+--[[
+  Reclaim jobs whose process has been silent for longer than the job's
+  timeout: each goes back to the pending list with one retry fewer (keeping
+  its resource), or to the failed list, releasing its resource. The run that
+  lost its lease is fenced by the lease check of complete/fail/give_back.
+  Bounded: at most `limit` jobs per call.
+  Input:
+    KEYS[1] procs    ZSET process id -> ms when its first job can turn stale
+    KEYS[2] beats    HASH process id -> last heartbeat ms
+    KEYS[3] pending  LIST of runnable job ids
+    KEYS[4] locks    HASH resource id -> holding job id
+    KEYS[5] counts   HASH "active", "waiting" counters
+    KEYS[6] failed   LIST of failed job ids, oldest first
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
+    ARGV[2] limit
+  Output: flat, 9 per reclaimed job: id, outcome ("retry" or "fail"), task,
+          resource, encoding, params, retries left, attempts, error
+]]
+local rcall = redis.call
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, limit = ARGV[1], tonumber(ARGV[2])
+-- @include now_ms
+-- @include touch_process
+-- @include release
+
+local now = now_ms()
+local out, moved = {}, 0
+local due = rcall("ZRANGEBYSCORE", procs_key, "-inf", now, "LIMIT", 0, limit)
+for _, proc in ipairs(due) do
+  local owned_key = prefix .. "owned:" .. proc
+  local beat = tonumber(rcall("HGET", beats_key, proc)) or 0
+  local silent = now - beat
+  local stale = rcall("ZRANGEBYSCORE", owned_key, "-inf", "(" .. silent,
+                      "WITHSCORES", "LIMIT", 0, limit - moved)
+  for i = 1, #stale, 2 do
+    local id, timeout = stale[i], tonumber(stale[i + 1])
+    local job_key = prefix .. "job:" .. id
+    rcall("ZREM", owned_key, id)
+    if rcall("TYPE", job_key).ok == "hash" then
+      local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
+                      "params", "retries", "attempts")
+      if f[1] == "active" and f[2] == proc then
+        moved = moved + 1
+        local retries = tonumber(f[7]) or 0
+        local why = string.format(
+          "stale: process %s sent no heartbeat for %.1fs (task timeout %.1fs); it died or hung",
+          proc, silent / 1000, timeout / 1000)
+        local outcome = "fail"
+        if retries > 0 then
+          retries = retries - 1
+          outcome = "retry"
+          rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
+          rcall("LPUSH", pending_key, id)
+        else
+          rcall("HSET", job_key, "state", "failed", "error", why)
+          rcall("RPUSH", failed_key, id)
+          release(f[4], id)
+        end
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]
+        out[n + 6], out[n + 7], out[n + 8], out[n + 9] = f[6], retries, f[8], why
+      end
+    end
+  end
+  touch_process(proc, owned_key, beat)
+  if moved >= limit then break end
+end
+if moved > 0 then rcall("HINCRBY", counts_key, "active", -moved) end
+return out

@@ -1,0 +1,34 @@
+--[[
+  Give running jobs back to the queue, untouched (shutdown timeout, second
+  SIGINT): each goes to the head of the pending list, keeps its resource and
+  does not count the attempt. Lease-checked like complete.lua.
+  Input:
+    KEYS[1] pending  LIST of runnable job ids (RPOP end is the head)
+    KEYS[2] counts   HASH "active", "waiting" counters
+    ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
+    ARGV[2] process id
+    ARGV[3..] pairs: job id, lease token
+  Output: one code per job: 1 given back; 0 no record; -1 lease lost
+]]
+local rcall = redis.call
+local pending_key, counts_key = KEYS[1], KEYS[2]
+local prefix, proc = ARGV[1], ARGV[2]
+-- @include check_lease
+
+local owned_key = prefix .. "owned:" .. proc
+local codes, given = {}, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local job_key = prefix .. "job:" .. id
+  local f, code = check_lease(job_key, ARGV[i + 1], proc)
+  if f then
+    rcall("ZREM", owned_key, id)
+    local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
+    rcall("HSET", job_key, "state", "pending", "attempts", math.max(attempts - 1, 0))
+    rcall("RPUSH", pending_key, id)
+    given = given + 1
+  end
+  codes[#codes + 1] = code
+end
+if given > 0 then rcall("HINCRBY", counts_key, "active", -given) end
+return codes

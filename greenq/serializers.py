@@ -1,0 +1,116 @@
+"""Params encoding: msgpack (default, also carries bytes) or JSON.
+
+Both accept exactly the shapes a JSON round trip keeps (plus bytes for
+msgpack), so a job means the same whichever serializer wrote it. Each
+encoded blob is stored beside a one-letter encoding tag, so a worker reads
+jobs written by either and the setting can change on a live queue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+import msgpack
+
+from .errors import JobDecodeError, ParamsError
+
+MSGPACK = "m"
+JSON = "j"
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+_MAX_DEPTH = 100
+
+
+def check_params(value: Any, allow_bytes: bool, where: str = "params", depth: int = 0) -> None:
+    """Raise ParamsError unless `value` survives a round trip unchanged in shape."""
+    if depth > _MAX_DEPTH:
+        raise ParamsError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind is bool:
+        return
+    if kind is int:
+        if not _INT64_MIN <= value <= _UINT64_MAX:
+            raise ParamsError(f"{where}: integer {value} does not fit in 64 bits")
+    elif kind is float:
+        if not math.isfinite(value):
+            raise ParamsError(f"{where}: {value} is not a finite number")
+    elif kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParamsError(f"{where}: string is not valid Unicode ({exc.reason})") from None
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ParamsError(f"{where}: key {key!r} is a {type(key).__name__}; keys must be str")
+            check_params(key, allow_bytes, f"{where} key {key!r}", depth + 1)
+            check_params(item, allow_bytes, f"{where}[{key!r}]", depth + 1)
+    elif kind is list or kind is tuple:
+        for index, item in enumerate(value):
+            check_params(item, allow_bytes, f"{where}[{index}]", depth + 1)
+    elif kind is bytes and allow_bytes:
+        return
+    else:
+        carried = "None, bool, int, float, str, list, tuple, dict"
+        if allow_bytes:
+            carried += ", bytes"
+        raise ParamsError(f"{where}: a {kind.__name__} cannot be carried (only {carried})")
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise JobDecodeError(f"msgpack ext type {code} is not allowed in params")
+
+
+class Serializer:
+    """One encoding: `encode` checks and encodes, `tag` names it in the record."""
+
+    def __init__(self, tag: str, allow_bytes: bool, dump: Callable[[Any], bytes]) -> None:
+        self.tag = tag
+        self.allow_bytes = allow_bytes
+        self._dump = dump
+
+    def encode(self, params: Any, max_bytes: int) -> bytes:
+        check_params(params, self.allow_bytes)
+        blob = self._dump(params)
+        if len(blob) > max_bytes:
+            raise ParamsError(f"params encode to {len(blob)} bytes, over the {max_bytes}-byte cap")
+        return blob
+
+
+def _dump_json(params: Any) -> bytes:
+    return json.dumps(params, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+SERIALIZERS = {
+    "msgpack": Serializer(MSGPACK, True, msgpack.Packer(use_bin_type=True).pack),
+    "json": Serializer(JSON, False, _dump_json),
+}
+
+
+def get_serializer(name: str) -> Serializer:
+    try:
+        return SERIALIZERS[name]
+    except KeyError:
+        raise ValueError(f"serializer must be 'msgpack' or 'json', not {name!r}") from None
+
+
+def decode_params(tag: bytes | str | None, blob: bytes | None, max_bytes: int) -> Any:
+    """Decode a stored params blob written by either serializer."""
+    if blob is None:
+        raise JobDecodeError("record has no params")
+    if len(blob) > max_bytes:
+        raise JobDecodeError(f"params are {len(blob)} bytes, over the {max_bytes}-byte cap")
+    if isinstance(tag, bytes):
+        tag = tag.decode("ascii", "replace")
+    try:
+        if tag == MSGPACK:
+            return msgpack.unpackb(blob, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        if tag == JSON:
+            return json.loads(blob)
+    except JobDecodeError:
+        raise
+    except Exception as exc:  # msgpack and json raise a zoo of types on bad input
+        raise JobDecodeError(f"params cannot be decoded as {tag!r}: {exc!r}") from None
+    raise JobDecodeError(f"unknown params encoding {tag!r}")

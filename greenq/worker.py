@@ -1,0 +1,156 @@
+"""Fetch -> greenlet pool -> run -> hand the outcome to the committer.
+
+One fetching greenlet per process leases as many jobs as there are free
+slots in one round trip, and blocks in Redis (BLMOVE) when there are none,
+so an idle worker starts a new job about one round trip after its submit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Callable
+
+import gevent
+import gevent.pool
+
+from . import config
+from .broker import CONNECTION_ERRORS, Broker
+from .committer import Committer
+from .errors import BrokerError, JobDecodeError, UnknownTaskError, WorkerShutdown
+from .health import Health
+from .job import ROW, Job, decode_row
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, broker: Broker, registry: Registry, process_id: str,
+                 worker_count: int, health: Health, emit: Callable,
+                 max_params_bytes: int) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.process_id = process_id
+        self.worker_count = worker_count
+        self.health = health
+        self.emit = emit
+        self.max_params_bytes = max_params_bytes
+        self.pool = gevent.pool.Pool(worker_count)
+        self.running: dict[str, tuple[Job, gevent.Greenlet]] = {}
+        timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
+        tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
+        self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes)
+        self._timeouts = registry.timeouts_ms()
+        self._stopping = False
+        self._blocked_in_redis = False
+        self._orphans_possible = False
+        self._fetcher = None
+        self._client = None
+        self.started = 0
+
+    def start(self) -> None:
+        self._client = self.broker.channel(1)
+        self.committer.start()
+        self._fetcher = gevent.spawn(self._fetch_loop)
+
+    # -- fetching ------------------------------------------------------------
+
+    def _fetch_loop(self) -> None:
+        default_ms = int(config.DEFAULT_TASK_TIMEOUT * 1000)
+        while not self._stopping:
+            free = self.pool.free_count()
+            if free == 0:
+                self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                continue
+            try:
+                if self._orphans_possible:
+                    self._give_back_orphans()
+                rows, problems = self.broker.fetch(
+                    self._client, self.process_id, free, default_ms, self._timeouts)
+            except CONNECTION_ERRORS as exc:
+                # The script may have leased jobs whose reply we lost.
+                self._orphans_possible = True
+                gevent.sleep(self.health.trouble(exc))
+                continue
+            self.health.ok()
+            for problem in problems:
+                self.emit("error", BrokerError(problem.decode("utf-8", "replace")))
+            if rows:
+                for start in range(0, len(rows), ROW):
+                    self._start_job(rows[start:start + ROW])
+                continue
+            self._blocked_in_redis = True
+            try:
+                self.broker.wait_for_jobs(self._client, config.FETCH_BLOCK_SECONDS)
+            except CONNECTION_ERRORS as exc:
+                gevent.sleep(self.health.trouble(exc))
+            finally:
+                self._blocked_in_redis = False
+
+    def _give_back_orphans(self) -> None:
+        """Jobs Redis says we hold but we do not run: leased by a fetch whose
+        reply was lost. Give them back untouched."""
+        orphans = [x for job_id, token in self.broker.owned(self.process_id, self._client)
+                   if job_id not in self.running for x in (job_id, token)]
+        if orphans:
+            log.warning("giving back %d jobs leased by a fetch whose reply was lost", len(orphans) // 2)
+            self.broker.give_back(self.process_id, orphans, self._client)
+        self._orphans_possible = False
+
+    def _start_job(self, row: list) -> None:
+        try:
+            job = decode_row(row, self.max_params_bytes)
+        except JobDecodeError as exc:
+            job = exc.job
+            self.emit("error", JobDecodeError(f"job {job.id}: {exc}"))
+            self.committer.failed(job, f"JobDecodeError: {exc}", final=True)
+            return
+        task = self.registry.get(job.task_id)
+        if task is None:
+            error = UnknownTaskError(
+                f"job {job.id} names task {job.task_id!r}, which this process has not registered"
+                f" (registered: {', '.join(sorted(self.registry.tasks)) or 'none'})")
+            self.emit("error", error)
+            self.committer.failed(job, f"UnknownTaskError: {error}", final=True)
+            return
+        self.started += 1
+        greenlet = self.pool.spawn(self._run, job, task.perform)
+        self.running[job.id] = (job, greenlet)
+
+    # -- running -------------------------------------------------------------
+
+    def _run(self, job: Job, perform: Callable) -> None:
+        try:
+            perform(job.params)
+        except WorkerShutdown:
+            self.committer.give_back(job)
+        except BaseException:  # SystemExit, KeyboardInterrupt, GreenletExit too: a failed job
+            self.committer.failed(job, traceback.format_exc())
+        else:
+            job.error = None
+            self.committer.succeeded(job)
+        finally:
+            self.running.pop(job.id, None)
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop fetching, let running jobs finish (up to `timeout`, then give
+        them back), commit every outcome, then close the connections."""
+        self._stopping = True
+        if self._fetcher is not None:
+            if self._blocked_in_redis:
+                self._fetcher.kill()  # only a BLMOVE wait is lost; it moved nothing
+            self._fetcher.join()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.pool.join(timeout=timeout)
+        if self.running:
+            log.warning("shutdown timeout: giving %d running jobs back to the queue", len(self.running))
+            for _job, greenlet in list(self.running.values()):
+                greenlet.kill(WorkerShutdown, block=False)
+            self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
+        self.committer.stop()
+        if self._client is not None:
+            self._client.connection_pool.disconnect()
