@@ -1,10 +1,14 @@
-"""greenq: a distributed job queue for gevent, backed by Redis."""
+"""greenq: a distributed job queue for gevent, backed by Redis.
+
+`GreenQueue` is imported on first use, so `import greenq` (a task module's
+`@greenq.task`, the CLI, a child process) loads neither redis-py nor ssl
+before gevent has had the chance to patch them.
+"""
 
 from .errors import (BrokerError, GreenQError, JobDecodeError, LeaseLostError, NotPatchedError,
                      ParamsError, StateError, TaskDefinitionError, UnknownTaskError,
                      WorkerShutdown)
 from .job import Job
-from .queue import GreenQueue
 from .registry import task
 
 __version__ = "0.1.0"
@@ -12,3 +16,11 @@ __version__ = "0.1.0"
 __all__ = ["GreenQueue", "task", "Job", "GreenQError", "TaskDefinitionError", "ParamsError",
            "JobDecodeError", "UnknownTaskError", "LeaseLostError", "NotPatchedError",
            "StateError", "BrokerError", "WorkerShutdown", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "GreenQueue":
+        from .queue import GreenQueue
+
+        return GreenQueue
+    raise AttributeError(f"module 'greenq' has no attribute {name!r}")

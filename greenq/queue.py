@@ -75,6 +75,7 @@ class GreenQueue:
         if not isinstance(flush_stale_timeout, (int, float)) or not flush_stale_timeout > 0:
             raise ValueError("flush_stale_timeout must be a number of seconds > 0")
         self.serializer = get_serializer(serializer)
+        self.serializer_name = serializer
         self.namespace, self.queue_id = namespace, queue_id
         self.child_process_count = child_process_count
         self.worker_count = worker_count
@@ -99,6 +100,8 @@ class GreenQueue:
 
     def on(self, event: str, handler: Callable[[Any], Any]) -> None:
         self.events.on(event, handler)
+        if hasattr(self._runner, "resubscribe"):
+            self._runner.resubscribe()  # children forward only events someone listens to
 
     # -- submitting ----------------------------------------------------------
 
@@ -187,6 +190,12 @@ class GreenQueue:
         finally:
             self.broker.close()
             self._state = "stopped"
+
+    def hurry_shutdown(self) -> None:
+        """During a graceful `shutdown()` (in another greenlet): stop waiting
+        for running jobs and give them back to the queue now."""
+        if self._runner is not None:
+            self._runner.hurry()
 
     # -- failed queue and inspection -------------------------------------------
 

@@ -102,8 +102,18 @@ class Registry:
                 raise TaskDefinitionError(f"task id {task_id!r} is registered twice")
         for t in new:
             self.tasks[t.id] = t
-        self.sources.append(spec if isinstance(spec, str) else module.__name__)
+        self.sources.append(self._source(spec, module))
         return new
+
+    @staticmethod
+    def _source(spec: Any, module: types.ModuleType) -> str:
+        """How a child process finds the same module: its absolute path when
+        it was loaded from a file (or is a script), else its dotted name."""
+        path = getattr(module, "__file__", None)
+        loaded_from_file = module.__name__ == "__main__" or module.__name__.startswith("greenq_tasks_")
+        if path and (loaded_from_file or (isinstance(spec, str) and spec.endswith(".py"))):
+            return os.path.abspath(path)
+        return module.__name__
 
     def get(self, task_id: str) -> Task | None:
         return self.tasks.get(task_id)

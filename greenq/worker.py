@@ -13,6 +13,7 @@ import traceback
 from typing import Callable
 
 import gevent
+import gevent.event
 import gevent.pool
 
 from . import config
@@ -44,6 +45,7 @@ class Worker:
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes)
         self._timeouts = registry.timeouts_ms()
         self._stopping = False
+        self._hurry = gevent.event.Event()
         self._blocked_in_redis = False
         self._orphans_possible = False
         self._fetcher = None
@@ -136,6 +138,10 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------
 
+    def hurry(self) -> None:
+        """Cut a graceful stop short: running jobs go back to the queue now."""
+        self._hurry.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching, let running jobs finish (up to `timeout`, then give
         them back), commit every outcome, then close the connections."""
@@ -145,7 +151,9 @@ class Worker:
                 self._fetcher.kill()  # only a BLMOVE wait is lost; it moved nothing
             self._fetcher.join()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.pool.join(timeout=timeout)
+        waiter = gevent.spawn(self.pool.join)
+        gevent.wait([waiter, self._hurry], timeout=timeout, count=1)
+        waiter.kill()
         if self.running:
             log.warning("shutdown timeout: giving %d running jobs back to the queue", len(self.running))
             for _job, greenlet in list(self.running.values()):

@@ -1,0 +1,106 @@
+"""A worker child process: `python -m greenq.child`, started by the master.
+
+A fresh interpreter rather than a fork: an embedding master (a web server)
+has greenlets, listening sockets and Redis connections a fork would copy;
+a new interpreter patches gevent first thing and loads the tasks by module
+name or absolute path, which SIGHUP also uses to pick up new task code.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+
+from .link import Link, encode_payload  # noqa: E402
+
+log = logging.getLogger("greenq.child")
+
+CONFIG_ENV = "GREENQ_CHILD"
+BOOT_FAILURE = 3  # exit status of a child that could not load its tasks or reach Redis
+
+
+def set_title(text: str) -> None:
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(text)
+
+
+def main() -> None:
+    config = json.loads(os.environ.pop(CONFIG_ENV))
+    logging.basicConfig(level=config["log_level"], stream=sys.stderr,
+                        format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    link = Link(socket.socket(fileno=config["fd"]))
+    title = f"greenq: worker {config['index']}/{config['children']} [{config['queue_id']}]"
+    set_title(title + " booting")
+    from .queue import GreenQueue
+
+    try:
+        queue = GreenQueue(redis_url=config["redis_url"], redis_config=config["redis_config"],
+                           namespace=config["namespace"], queue_id=config["queue_id"],
+                           worker_count=config["worker_count"], serializer=config["serializer"],
+                           flush_stale_timeout=config["flush_stale_timeout"],
+                           max_params_bytes=config["max_params_bytes"])
+        for spec in config["tasks"]:
+            queue.register_task(spec)
+        subscribed = set(config["events"])
+        for event in ("job_success", "job_fail", "job_retry", "error"):
+            queue.on(event, lambda payload, event=event: event in subscribed and link.send(
+                "event", event, encode_payload(event, payload)))
+        queue.start()
+    except Exception:
+        log.exception("worker child could not start")
+        sys.exit(BOOT_FAILURE)
+
+    link.send("ready", os.getpid())
+    stop = gevent.event.Event()
+    signals = []
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)  # only note it; the loop below acts
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, on_signal, signum)
+
+    def listen() -> None:
+        for message in link.receive():
+            if message[0] == "subscribe":
+                subscribed.clear()
+                subscribed.update(message[1])
+        signals.append("master gone")  # channel closed: the master died
+        stop.set()
+
+    gevent.spawn(listen)
+    master = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != master:
+            signals.append("master gone")
+            stop.set()
+        worker = queue._runner
+        set_title(f"{title} {len(worker.running)}/{worker.worker_count} busy")
+
+    set_title(title + " stopping")
+    hurry = signals[0] == "master gone"
+    shutting = gevent.spawn(queue.shutdown, 0 if hurry else None)
+    while not shutting.ready():
+        stop.clear()
+        if len(signals) > 1 or hurry:
+            queue.hurry_shutdown()
+        stop.wait(0.5)
+    shutting.get()
+    link.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The pre-fork master: starts N worker children, replaces only the one that
+died, forwards their events to this process' handlers, and stops them
+gracefully. It needs no Redis connection of its own to supervise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+import gevent.subprocess
+
+from .child import BOOT_FAILURE, CONFIG_ENV, set_title
+from .errors import GreenQError
+from .link import Link, decode_payload
+
+if TYPE_CHECKING:
+    from .queue import GreenQueue
+
+log = logging.getLogger(__name__)
+
+BOOT_GRACE = 30.0          # a child must say "ready" within this long
+MAX_BOOT_FAILURES = 5      # children dying before "ready" in a row before the master gives up
+BOOT_BACKOFF = (0.5, 8.0)  # first and longest pause before restarting a child that died at boot
+FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long before SIGKILL
+
+
+class ChildGaveUp(GreenQError):
+    """Raised when worker children keep dying before they are ready (a task
+    module that fails to import, Redis refusing them): restarting them would
+    be a fork loop."""
+
+
+class Child:
+    def __init__(self, index: int, process: gevent.subprocess.Popen, link: Link) -> None:
+        self.index = index
+        self.process = process
+        self.link = link
+        self.ready = gevent.event.Event()
+        self.retiring = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Master:
+    def __init__(self, queue: "GreenQueue") -> None:
+        self.queue = queue
+        self.count = queue.child_process_count
+        self.children: dict[int, Child] = {}
+        self.retired: list[Child] = []
+        self.stopping = False
+        self.failure: ChildGaveUp | None = None
+        self.failed = gevent.event.Event()
+        self._boot_failures = 0
+        self.restarts = 0
+
+    # -- spawning --------------------------------------------------------------
+
+    def _config(self, index: int, fd: int) -> dict:
+        q = self.queue
+        return {
+            "fd": fd, "index": index, "children": self.count,
+            "redis_url": q.redis_url, "redis_config": q.redis_config,
+            "namespace": q.namespace, "queue_id": q.queue_id,
+            "worker_count": q.worker_count, "serializer": q.serializer_name,
+            "flush_stale_timeout": q.flush_stale_timeout, "max_params_bytes": q.max_params_bytes,
+            "tasks": q.registry.sources, "events": self.subscriptions(),
+            "log_level": logging.getLogger("greenq").getEffectiveLevel() or logging.WARNING,
+        }
+
+    def subscriptions(self) -> list[str]:
+        return [e for e in ("job_success", "job_fail", "job_retry", "error")
+                if self.queue.events.wants(e)]
+
+    def resubscribe(self) -> None:
+        for child in self.children.values():
+            child.link.send("subscribe", self.subscriptions())
+
+    def spawn(self, index: int) -> Child:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env[CONFIG_ENV] = json.dumps(self._config(index, theirs.fileno()))
+        # Own session: a terminal's Ctrl-C reaches only the master, which then
+        # stops the children gracefully (a second signal would rush them).
+        process = gevent.subprocess.Popen(
+            [sys.executable, "-m", "greenq.child"], env=env, pass_fds=[theirs.fileno()],
+            start_new_session=True, close_fds=True)
+        theirs.close()
+        child = Child(index, process, Link(ours))
+        self.children[index] = child
+        gevent.spawn(self._listen, child)
+        gevent.spawn(self._watch, child)
+        log.info("started worker child %d (pid %d)", index, child.pid)
+        return child
+
+    def start(self) -> None:
+        if not self.queue.registry.sources:
+            raise GreenQError("child processes need tasks registered by module name or file path")
+        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        for index in range(1, self.count + 1):
+            self.spawn(index)
+
+    # -- children's messages and deaths ------------------------------------------
+
+    def _listen(self, child: Child) -> None:
+        emit = self.queue.events.emit
+        for message in child.link.receive():
+            kind = message[0]
+            if kind == "event":
+                emit(message[1], decode_payload(message[1], message[2]))
+            elif kind == "ready":
+                child.ready.set()
+        child.link.close()
+
+    def _watch(self, child: Child) -> None:
+        status = child.process.wait()
+        was_ready = child.ready.is_set()
+        if self.stopping or child.retiring:
+            return
+        if self.children.get(child.index) is child:
+            del self.children[child.index]
+        exitcode, signum = (None, -status) if status < 0 else (status, None)
+        log.warning("worker child %d (pid %d) died (%s)", child.index, child.pid,
+                    f"signal {signum}" if signum else f"exit status {exitcode}")
+        self.restarts += 1
+        self.queue.events.emit("child_restart", {
+            "pid": child.pid, "exitcode": exitcode, "signal": signum, "index": child.index,
+            "at_boot": not was_ready})
+        if was_ready:
+            self._boot_failures = 0
+        else:
+            self._boot_failures += 1
+            if self._boot_failures >= MAX_BOOT_FAILURES:
+                self._give_up(child, status)
+                return
+            pause = min(BOOT_BACKOFF[0] * 2 ** (self._boot_failures - 1), BOOT_BACKOFF[1])
+            log.warning("worker child died before it was ready; restarting in %.1fs", pause)
+            gevent.sleep(pause)
+        if not self.stopping and child.index not in self.children:
+            self.spawn(child.index)
+
+    def _give_up(self, child: Child, status: int) -> None:
+        why = ("could not load its tasks or reach Redis" if status == BOOT_FAILURE
+               else f"exit status {status}")
+        self.failure = ChildGaveUp(
+            f"worker children died {self._boot_failures} times in a row before they were ready "
+            f"(last: {why}); not restarting them. Their log above says why.")
+        log.error("%s", self.failure)
+        self.queue.events.emit("error", self.failure)
+        self.failed.set()
+
+    # -- operator requests (SIGHUP, SIGTTIN, SIGTTOU) ------------------------------
+
+    def reload(self) -> None:
+        """Replace children one by one, each new one ready before its old one
+        stops gracefully: no job is dropped and task modules are re-imported."""
+        for index in sorted(self.children):
+            old = self.children[index]
+            old.retiring = True
+            new = self.spawn(index)
+            if not new.ready.wait(BOOT_GRACE):
+                log.error("replacement for worker child %d not ready; keeping the old one", index)
+            self._retire(old)
+
+    def grow(self) -> None:
+        self.count += 1
+        self.spawn(max(self.children, default=0) + 1)
+
+    def shrink(self) -> None:
+        if self.count <= 1:
+            log.warning("SIGTTOU ignored: keeping the last worker child")
+            return
+        self.count -= 1
+        index = max(self.children)
+        child = self.children.pop(index)
+        child.retiring = True
+        self._retire(child)
+
+    def _retire(self, child: Child) -> None:
+        child.retiring = True
+        self.retired.append(child)
+        self._signal(child, signal.SIGTERM)
+
+    # -- stopping ------------------------------------------------------------------
+
+    @staticmethod
+    def _signal(child: Child, signum: int) -> None:
+        try:
+            child.process.send_signal(signum)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def _alive(self) -> list[Child]:
+        return [c for c in [*self.children.values(), *self.retired] if c.process.poll() is None]
+
+    def hurry(self) -> None:
+        """Second signal: children give running jobs back and exit now."""
+        for child in self._alive():
+            self._signal(child, signal.SIGTERM)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stopping = True
+        for child in self._alive():
+            self._signal(child, signal.SIGTERM)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._alive():
+            if deadline is not None and time.monotonic() > deadline:
+                self.hurry()
+                break
+            gevent.sleep(0.05)
+        forced = time.monotonic() + FORCED_STOP_GRACE
+        while self._alive() and time.monotonic() < forced:
+            gevent.sleep(0.05)
+        for child in self._alive():
+            log.error("worker child %d (pid %d) did not stop; killing it", child.index, child.pid)
+            child.process.kill()
+        for child in [*self.children.values(), *self.retired]:
+            child.process.wait()
