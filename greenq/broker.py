@@ -193,5 +193,35 @@ class Broker:
             pipe.hgetall(self.keys.job(job_id.decode()))
         return list(zip(ids, pipe.execute()))
 
+    def inspect(self, limit: int) -> dict:
+        """Running jobs by process and locked resources with their queues, for
+        an operator; at most `limit` of each (reads only)."""
+        client, k = self.shared, self.keys
+        now_s, now_us = client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        running = []
+        for proc, beat in client.hgetall(k.beats).items():
+            for job_id, timeout in client.zrange(k.owned(proc.decode()), 0, limit - len(running) - 1,
+                                                 withscores=True):
+                task, res, started, attempts = client.hmget(
+                    k.job(job_id.decode()), "task", "res", "started", "attempts")
+                running.append({
+                    "id": job_id.decode(), "process": proc.decode(),
+                    "task": (task or b"").decode(errors="replace"),
+                    "resource": res.decode(errors="replace") if res else None,
+                    "age": (now_ms - int(started or now_ms)) / 1000,
+                    "last_heartbeat": (now_ms - int(beat)) / 1000,
+                    "timeout": timeout / 1000, "attempts": int(attempts or 0)})
+            if len(running) >= limit:
+                break
+        locked = []
+        for resource, holder in client.hscan_iter(k.locks, count=limit):
+            locked.append({"resource": resource.decode(errors="replace"), "holder": holder.decode(),
+                           "waiting": client.llen(k.prefix.encode() + b"wait:" + resource)})
+            if len(locked) >= limit:
+                break
+        locked.sort(key=lambda item: -item["waiting"])
+        return {"running": running, "locked": locked}
+
     def server_info(self) -> dict:
         return self.shared.info("server")

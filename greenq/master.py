@@ -45,6 +45,7 @@ class Child:
         self.link = link
         self.ready = gevent.event.Event()
         self.retiring = False
+        self.terms = 0  # SIGTERMs sent: the first asks for a graceful stop, the next rushes it
 
     @property
     def pid(self) -> int:
@@ -194,6 +195,8 @@ class Master:
 
     @staticmethod
     def _signal(child: Child, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            child.terms += 1
         try:
             child.process.send_signal(signum)
         except (ProcessLookupError, OSError):
@@ -210,7 +213,8 @@ class Master:
     def stop(self, timeout: float | None = None) -> None:
         self.stopping = True
         for child in self._alive():
-            self._signal(child, signal.SIGTERM)
+            if child.terms == 0:  # retiring children are already stopping gracefully
+                self._signal(child, signal.SIGTERM)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._alive():
             if deadline is not None and time.monotonic() > deadline:

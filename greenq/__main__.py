@@ -1,0 +1,5 @@
+"""`python -m greenq` is the `greenq` command."""
+
+from .cli import main
+
+main()
