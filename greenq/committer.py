@@ -24,10 +24,14 @@ FLUSH_LIMIT = 1000  # stale jobs reclaimed per tick at most
 
 class Committer:
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
-                 health: Health, emit: Callable, max_params_bytes: int) -> None:
+                 health: Health, emit: Callable, max_params_bytes: int,
+                 flush_interval: float | None = None) -> None:
         self.broker = broker
         self.process_id = process_id
         self.tick_interval = tick_interval
+        # The scan costs O(log n) when nothing is stale, so it rides along
+        # with the heartbeat, or runs more often when flush_stale_timeout asks.
+        self.flush_interval = min(tick_interval, flush_interval or tick_interval)
         self.health = health
         self.emit = emit
         self.max_params_bytes = max_params_bytes
@@ -78,18 +82,22 @@ class Committer:
         self.client.connection_pool.disconnect()
 
     def _loop(self) -> None:
-        next_tick = 0.0
+        next_tick = next_flush = 0.0
         while True:
-            wait = next_tick - time.monotonic()
+            wait = min(next_tick, next_flush) - time.monotonic()
             if wait > 0 and not self.backlog() and not self._stopping:
                 self._wake.wait(wait)
             self._wake.clear()
             if self._stopping and not self.backlog():
                 return
-            tick = time.monotonic() >= next_tick and not self._stopping
-            if self._commit(tick):
+            now = time.monotonic()
+            tick = now >= next_tick and not self._stopping
+            flush = now >= next_flush and not self._stopping
+            if self._commit(tick, flush):
                 if tick:
-                    next_tick = time.monotonic() + self.tick_interval
+                    next_tick = now + self.tick_interval
+                if flush:
+                    next_flush = now + self.flush_interval
             elif self._stopping and self.health.down and self._give_up_on_stop():
                 return
 
@@ -104,7 +112,7 @@ class Committer:
             return True
         return False
 
-    def _commit(self, tick: bool) -> bool:
+    def _commit(self, tick: bool, flush: bool) -> bool:
         batch = config.SCRIPT_BATCH
         succeeded, self._succeeded = self._succeeded[:batch], self._succeeded[batch:]
         failed, self._failed = self._failed[:batch], self._failed[batch:]
@@ -127,6 +135,7 @@ class Committer:
         if tick:
             calls.append(self.broker.heartbeat_call(pid))
             handlers.append(lambda result: None)
+        if flush:
             calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
             handlers.append(self.after_flush)
         if not calls:

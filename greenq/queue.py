@@ -164,7 +164,7 @@ class GreenQueue:
 
             self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
                                   Health(self.events.emit), self.events.emit,
-                                  self.max_params_bytes)
+                                  self.max_params_bytes, self.flush_stale_timeout)
         self._runner.start()
         self._state = "running"
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Worker:
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
-                 max_params_bytes: int) -> None:
+                 max_params_bytes: int, flush_stale_timeout: float | None = None) -> None:
         self.broker = broker
         self.registry = registry
         self.process_id = process_id
@@ -42,7 +42,8 @@ class Worker:
         self.running: dict[str, tuple[Job, gevent.Greenlet]] = {}
         timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
         tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
-        self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes)
+        self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
+                                   flush_stale_timeout)
         self._timeouts = registry.timeouts_ms()
         self._stopping = False
         self._hurry = gevent.event.Event()
