@@ -1,0 +1,5 @@
+id = "embed.noop"
+
+
+def perform(params):
+    return None
