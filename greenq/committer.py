@@ -39,6 +39,9 @@ class Committer:
         self._failed: list[tuple[Job, str, bool]] = []
         self._given_back: list[Job] = []
         self._retried_ids: set[str] = set()  # sent in a round trip whose fate is unknown
+        # Finished here, outcome not yet acknowledged by Redis (buffered or in
+        # flight): Redis still lists them as owned, yet they are no orphans.
+        self.unsettled: set[str] = set()
         self._wake = gevent.event.Event()
         self._stopping = False
         self._greenlet = None
@@ -48,14 +51,17 @@ class Committer:
     # -- called by job greenlets -------------------------------------------
 
     def succeeded(self, job: Job) -> None:
+        self.unsettled.add(job.id)
         self._succeeded.append(job)
         self._wake.set()
 
     def failed(self, job: Job, error: str, final: bool = False) -> None:
+        self.unsettled.add(job.id)
         self._failed.append((job, error, final))
         self._wake.set()
 
     def give_back(self, job: Job) -> None:
+        self.unsettled.add(job.id)
         self._given_back.append(job)
         self._wake.set()
 
@@ -157,6 +163,9 @@ class Committer:
         self.health.ok()
         for handler, result in zip(handlers, results):
             handler(result)
+        self.unsettled.difference_update(job.id for job in succeeded)
+        self.unsettled.difference_update(job.id for job, _, _ in failed)
+        self.unsettled.difference_update(job.id for job in given_back)
         return True
 
     # -- results -> events ---------------------------------------------------

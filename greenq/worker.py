@@ -95,8 +95,9 @@ class Worker:
     def _give_back_orphans(self) -> None:
         """Jobs Redis says we hold but we do not run: leased by a fetch whose
         reply was lost. Give them back untouched."""
+        busy = set(self.running) | self.committer.unsettled
         orphans = [x for job_id, token in self.broker.owned(self.process_id, self._client)
-                   if job_id not in self.running for x in (job_id, token)]
+                   if job_id not in busy for x in (job_id, token)]
         if orphans:
             log.warning("giving back %d jobs leased by a fetch whose reply was lost", len(orphans) // 2)
             self.broker.give_back(self.process_id, orphans, self._client)

@@ -1,0 +1,710 @@
+"""Each Lua script through its Broker method, asserting on raw Redis state."""
+
+from __future__ import annotations
+
+import gevent
+import msgpack
+import pytest
+
+from greenq.broker import Broker
+from greenq.config import connection_kwargs
+from greenq.keys import Keys
+from greenq.queue import GreenQueue, new_job_id
+
+P1, P2 = "host:1:p1", "host:2:p2"
+DEFAULT_MS = 10_000
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+class Q:
+    """A broker on the test Redis plus raw-state readers for its keys."""
+
+    def __init__(self, redis_url: str, namespace: str, r) -> None:
+        self.k = Keys(namespace, "default")
+        self.b = Broker(connection_kwargs(redis_url, None), self.k)
+        self.r = r
+        self.client = self.b.channel(1)
+
+    # writes through the scripts
+    def row(self, task="t", resource=None, params=None, retries=0, job_id=None):
+        blob = msgpack.packb(params if params is not None else {"n": 1}, use_bin_type=True)
+        return [job_id or new_job_id(), task, resource or "", "m", blob, retries]
+
+    def submit(self, task="t", resource=None, params=None, retries=0) -> str:
+        row = self.row(task, resource, params, retries)
+        assert self.b.submit([row]) == 1
+        return row[0]
+
+    def fetch(self, proc=P1, n=1, timeouts=(), default_ms=DEFAULT_MS):
+        rows, problems = self.b.fetch(self.client, proc, n, default_ms, list(timeouts))
+        jobs = [rows[i:i + 9] for i in range(0, len(rows), 9)]
+        return jobs, problems
+
+    def lease(self, proc=P1, **kw) -> tuple[str, int]:
+        """Fetch exactly one job; (id, token)."""
+        jobs, problems = self.fetch(proc, 1, **kw)
+        assert problems == [] and len(jobs) == 1
+        return jobs[0][0].decode(), jobs[0][1]
+
+    # raw reads
+    def rec(self, job_id) -> dict:
+        return {k.decode(): v if k == b"params" else v.decode()
+                for k, v in self.r.hgetall(self.k.job(job_id)).items()}
+
+    def pending(self) -> list[str]:
+        """Pending ids, next to run first."""
+        return [x.decode() for x in reversed(self.r.lrange(self.k.pending, 0, -1))]
+
+    def failed(self) -> list[str]:
+        return [x.decode() for x in self.r.lrange(self.k.failed, 0, -1)]
+
+    def waiting(self, resource) -> list[str]:
+        return [x.decode() for x in self.r.lrange(self.k.wait(resource), 0, -1)]
+
+    def locks(self) -> dict:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.k.locks).items()}
+
+    def counts(self) -> dict:
+        raw = self.r.hgetall(self.k.counts)
+        return {"active": int(raw.get(b"active", 0)), "waiting": int(raw.get(b"waiting", 0))}
+
+    def owned(self, proc=P1) -> dict:
+        return {k.decode(): int(v) for k, v in self.r.zrange(self.k.owned(proc), 0, -1, withscores=True)}
+
+    def procs(self) -> dict:
+        return {k.decode(): int(v) for k, v in self.r.zrange(self.k.procs, 0, -1, withscores=True)}
+
+    def beats(self) -> dict:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.k.beats).items()}
+
+    def now_ms(self) -> int:
+        s, us = self.r.time()
+        return s * 1000 + us // 1000
+
+    def make_stale(self, proc=P1, silent_ms=60_000) -> None:
+        """Pretend `proc` last beat `silent_ms` ago (in Redis' clock)."""
+        beat = self.now_ms() - silent_ms
+        self.r.hset(self.k.beats, proc, beat)
+        self.r.zadd(self.k.procs, {proc: beat + 1})
+
+    def snapshot(self) -> dict:
+        """Every key of this queue with its value: to prove a call changed nothing."""
+        out = {}
+        for key in sorted(self.r.scan_iter(match=self.k.prefix + "*")):
+            kind = self.r.type(key)
+            if kind == b"hash":
+                out[key] = self.r.hgetall(key)
+            elif kind == b"list":
+                out[key] = self.r.lrange(key, 0, -1)
+            elif kind == b"zset":
+                out[key] = self.r.zrange(key, 0, -1, withscores=True)
+            else:
+                out[key] = self.r.get(key)
+        return out
+
+    def close(self):
+        self.b.close(self.client)
+
+
+@pytest.fixture
+def q(redis_url, namespace, r):
+    queue = Q(redis_url, namespace, r)
+    yield queue
+    queue.close()
+
+
+# -- submit ----------------------------------------------------------------------
+
+
+def test_submit_writes_the_record_and_makes_a_free_job_runnable(q):
+    row = q.row("resize", "img-1", {"w": 3}, retries=2)
+    assert q.b.submit([row]) == 1
+    job_id = row[0]
+    rec = q.rec(job_id)
+    assert rec["task"] == "resize" and rec["res"] == "img-1" and rec["enc"] == "m"
+    assert rec["retries"] == "2" and rec["attempts"] == "0" and rec["state"] == "pending"
+    assert msgpack.unpackb(q.r.hget(q.k.job(job_id), "params")) == {"w": 3}
+    assert q.pending() == [job_id]
+    assert q.locks() == {"img-1": job_id}
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_submit_without_a_resource_takes_no_lock_and_stores_no_resource_field(q):
+    job_id = q.submit("t", None)
+    assert "res" not in q.rec(job_id)
+    assert q.locks() == {}
+    assert q.pending() == [job_id]
+
+
+def test_submit_parks_a_job_whose_resource_is_held_on_that_resource_wait_list(q):
+    first = q.submit("t", "r")
+    second = q.submit("t", "r")
+    third = q.submit("t", "r")
+    other = q.submit("t", "s")
+    assert q.pending() == [first, other]
+    assert q.waiting("r") == [second, third]
+    assert q.rec(second)["state"] == "waiting"
+    assert q.locks() == {"r": first, "s": other}
+    assert q.counts()["waiting"] == 2
+
+
+def test_submitting_the_same_row_twice_adds_one_job(q):
+    row = q.row("t", "r")
+    assert q.b.submit([row, row]) == 1
+    assert q.b.submit([row]) == 0
+    assert q.pending() == [row[0]]
+    assert q.waiting("r") == []
+    assert q.counts()["waiting"] == 0
+    assert q.locks() == {"r": row[0]}
+
+
+def test_a_bulk_submit_larger_than_one_script_batch_adds_every_job_in_order(q):
+    rows = [q.row("t", None, {"i": i}) for i in range(1203)]
+    assert q.b.submit(rows) == 1203
+    assert q.pending() == [row[0] for row in rows]
+    assert q.b.submit(rows) == 0
+
+
+# -- fetch -----------------------------------------------------------------------
+
+
+def test_fetch_leases_up_to_n_jobs_oldest_first_and_marks_them_active(q):
+    ids = [q.submit("t", f"r{i}", {"i": i}, retries=1) for i in range(3)]
+    jobs, problems = q.fetch(P1, 2)
+    assert problems == []
+    assert [j[0].decode() for j in jobs] == ids[:2]
+    job = jobs[0]
+    assert job[1] == 1                                   # token
+    assert job[2] == b"t" and job[3] == b"r0" and job[4] == b"m"
+    assert msgpack.unpackb(job[5]) == {"i": 0}
+    assert job[6] == b"1" and job[7] == 1 and job[8] is None
+    for job_id in ids[:2]:
+        rec = q.rec(job_id)
+        assert rec["state"] == "active" and rec["owner"] == P1
+        assert rec["lease"] == "1" and rec["attempts"] == "1"
+        assert int(rec["started"]) > 0
+    assert q.pending() == [ids[2]]
+    assert q.counts()["active"] == 2
+
+
+def test_fetch_gives_each_lease_a_new_token_and_counts_the_attempt(q):
+    job_id = q.submit("t", retries=3)
+    _, token = q.lease(P1)
+    assert q.b.fail(P1, [job_id, token, "boom", "0"]) == [2]
+    _, token2 = q.lease(P2)
+    assert token2 == token + 1
+    rec = q.rec(job_id)
+    assert rec["attempts"] == "2" and rec["owner"] == P2 and rec["lease"] == str(token2)
+
+
+def test_fetch_records_ownership_with_the_task_timeout_or_the_default(q):
+    known = q.submit("known")
+    unknown = q.submit("other")
+    q.fetch(P1, 2, timeouts=["known", 2500, "x", 7], default_ms=4000)
+    assert q.owned(P1) == {known: 2500, unknown: 4000}
+    beats = q.beats()
+    assert set(beats) == {P1}
+    assert q.procs() == {P1: beats[P1] + 2500}
+    assert abs(beats[P1] - q.now_ms()) < 5000
+
+
+def test_fetch_from_an_empty_queue_returns_nothing_and_registers_no_process(q):
+    assert q.fetch(P1, 5) == ([], [])
+    assert q.procs() == {} and q.beats() == {}
+    assert q.counts()["active"] == 0
+
+
+def test_fetch_drops_a_pending_id_without_a_record_and_reports_it(q):
+    q.r.lpush(q.k.pending, "ghost")
+    good = q.submit("t")
+    jobs, problems = q.fetch(P1, 5)
+    assert [j[0].decode() for j in jobs] == [good]
+    assert len(problems) == 1 and b"ghost" in problems[0] and b"without a record" in problems[0]
+    assert q.pending() == [] and q.failed() == []
+    assert not q.r.exists(q.k.job("ghost"))
+    assert q.counts()["active"] == 1
+
+
+def test_fetch_moves_a_record_that_is_a_redis_string_to_the_failed_list_as_a_hash(q):
+    q.r.set(q.k.job("str"), b"not a hash \xff")
+    q.r.lpush(q.k.pending, "str")
+    jobs, problems = q.fetch(P1, 5)
+    assert jobs == []
+    assert len(problems) == 1 and b"str" in problems[0] and b"string" in problems[0]
+    assert q.failed() == ["str"]
+    assert q.r.type(q.k.job("str")) == b"hash"
+    assert q.r.hget(q.k.job("str"), "raw") == b"not a hash \xff"
+    assert q.r.hget(q.k.job("str"), "state") == b"failed"
+    assert b"string" in q.r.hget(q.k.job("str"), "error")
+    assert q.counts()["active"] == 0 and q.procs() == {}
+
+
+def test_fetch_moves_a_record_of_another_redis_type_to_the_failed_list(q):
+    q.r.rpush(q.k.job("lst"), "a", "b")
+    q.r.lpush(q.k.pending, "lst")
+    jobs, problems = q.fetch(P1, 1)
+    assert jobs == [] and len(problems) == 1 and b"list" in problems[0]
+    assert q.failed() == ["lst"]
+    assert q.r.hget(q.k.job("lst"), "raw") == b"<a Redis list>"
+
+
+# -- complete --------------------------------------------------------------------
+
+
+def test_complete_deletes_the_record_and_frees_the_lock_when_nobody_waits(q):
+    job_id = q.submit("t", "r")
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [job_id, token]) == [1]
+    assert not q.r.exists(q.k.job(job_id))
+    assert q.locks() == {}
+    assert not q.r.exists(q.k.wait("r"))
+    assert q.owned(P1) == {}
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_complete_hands_the_resource_to_the_next_waiting_job_in_fifo_order(q):
+    first = q.submit("t", "r")
+    second = q.submit("t", "r")
+    third = q.submit("t", "r")
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [first, token]) == [1]
+    assert q.locks() == {"r": second}
+    assert q.pending() == [second] and q.waiting("r") == [third]
+    assert q.rec(second)["state"] == "pending"
+    assert q.counts() == {"active": 0, "waiting": 1}
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [second, token]) == [1]
+    assert q.locks() == {"r": third} and q.pending() == [third]
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [third, token]) == [1]
+    assert q.locks() == {} and not q.r.exists(q.k.wait("r"))
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_complete_skips_a_waiting_job_whose_record_vanished(q):
+    first = q.submit("t", "r")
+    ghost = q.submit("t", "r")
+    last = q.submit("t", "r")
+    q.r.delete(q.k.job(ghost))
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [first, token]) == [1]
+    assert q.locks() == {"r": last}
+    assert q.pending() == [last]
+    assert q.counts()["waiting"] == 0
+
+
+def test_complete_with_a_wrong_token_returns_minus_one_and_changes_nothing(q):
+    job_id = q.submit("t", "r")
+    q.submit("t", "r")
+    _, token = q.lease(P1)
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token + 1]) == [-1]
+    assert q.b.complete(P2, [job_id, token]) == [-1]   # right token, wrong process
+    assert q.snapshot() == before
+
+
+def test_completing_a_job_twice_returns_zero_the_second_time(q):
+    job_id = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [job_id, token]) == [1]
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token]) == [0]
+    assert q.snapshot() == before
+    assert q.locks() == {"r": waiting}
+
+
+def test_complete_finishes_several_jobs_in_one_call_with_a_code_each(q):
+    a = q.submit("t", "ra")
+    b = q.submit("t", "rb")
+    jobs, _ = q.fetch(P1, 2)
+    tokens = {j[0].decode(): j[1] for j in jobs}
+    assert q.b.complete(P1, [a, tokens[a], "nope", 1, b, tokens[b] + 5]) == [1, 0, -1]
+    assert q.locks() == {"rb": b}
+    assert q.counts()["active"] == 1
+
+
+# -- fail ------------------------------------------------------------------------
+
+
+def test_fail_with_retries_left_requeues_the_job_at_the_back_and_keeps_its_lock(q):
+    job_id = q.submit("t", "r", retries=2)
+    waiting = q.submit("t", "r")
+    other = q.submit("t")
+    _, token = q.lease(P1)
+    assert q.b.fail(P1, [job_id, token, "Traceback: boom", "0"]) == [2]
+    rec = q.rec(job_id)
+    assert rec["state"] == "pending" and rec["retries"] == "1" and rec["error"] == "Traceback: boom"
+    assert q.pending() == [other, job_id]
+    assert q.locks() == {"r": job_id}
+    assert q.waiting("r") == [waiting]
+    assert q.owned(P1) == {} and q.failed() == []
+    assert q.counts() == {"active": 0, "waiting": 1}
+
+
+def test_fail_with_no_retries_left_moves_the_job_to_the_failed_list_and_hands_on_the_lock(q):
+    job_id = q.submit("t", "r", retries=0)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    assert q.b.fail(P1, [job_id, token, "boom", "0"]) == [1]
+    rec = q.rec(job_id)
+    assert rec["state"] == "failed" and rec["error"] == "boom" and rec["retries"] == "0"
+    assert q.failed() == [job_id]
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_a_final_fail_ignores_the_retries_left(q):
+    job_id = q.submit("t", "r", retries=5)
+    _, token = q.lease(P1)
+    assert q.b.fail(P1, [job_id, token, "undecodable", "1"]) == [1]
+    assert q.failed() == [job_id]
+    assert q.rec(job_id)["retries"] == "5"
+    assert q.pending() == [] and q.locks() == {}
+
+
+def test_fail_with_a_wrong_token_returns_minus_one_and_changes_nothing(q):
+    job_id = q.submit("t", "r", retries=1)
+    _, token = q.lease(P1)
+    before = q.snapshot()
+    assert q.b.fail(P1, [job_id, token - 1, "x", "0"]) == [-1]
+    assert q.b.fail(P1, ["missing", 1, "x", "0"]) == [0]
+    assert q.snapshot() == before
+
+
+# -- heartbeat -------------------------------------------------------------------
+
+
+def test_heartbeat_sets_the_process_deadline_to_its_beat_plus_the_smallest_owned_timeout(q):
+    q.submit("slow")
+    q.submit("fast")
+    q.fetch(P1, 2, timeouts=["slow", 9000, "fast", 1500])
+    q.r.hset(q.k.beats, P1, 1)
+    q.r.zadd(q.k.procs, {P1: 2})
+    held, now = q.b.heartbeat(P1)
+    assert held == 2
+    assert abs(now - q.now_ms()) < 5000
+    assert q.beats() == {P1: now}
+    assert q.procs() == {P1: now + 1500}
+
+
+def test_heartbeat_of_a_process_that_owns_nothing_forgets_it(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    assert P1 in q.procs() and P1 in q.beats()
+    assert q.b.complete(P1, [job_id, token]) == [1]
+    held, _now = q.b.heartbeat(P1)
+    assert held == 0
+    assert q.procs() == {} and q.beats() == {}
+    held, _now = q.b.heartbeat(P2)   # never owned anything
+    assert held == 0 and q.procs() == {} and q.beats() == {}
+
+
+# -- flush_stale -----------------------------------------------------------------
+
+
+def test_flush_stale_retries_a_silent_process_job_keeping_its_resource(q):
+    job_id = q.submit("t", "r", retries=1, params={"x": 1})
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    q.make_stale(P1, silent_ms=5000)
+    rows = q.b.flush_stale(100)
+    assert len(rows) == 9
+    assert rows[0].decode() == job_id and rows[1] == b"retry"
+    assert rows[2] == b"t" and rows[3] == b"r" and msgpack.unpackb(rows[5]) == {"x": 1}
+    assert rows[6] == 0 and int(rows[7]) == 1
+    assert b"stale" in rows[8] and b"heartbeat" in rows[8]
+    rec = q.rec(job_id)
+    assert rec["state"] == "pending" and rec["retries"] == "0" and "stale" in rec["error"]
+    assert q.pending() == [job_id]
+    assert q.locks() == {"r": job_id} and q.waiting("r") == [waiting]
+    assert q.owned(P1) == {} and q.procs() == {} and q.beats() == {}
+    assert q.counts() == {"active": 0, "waiting": 1}
+
+
+def test_flush_stale_fails_a_job_without_retries_and_releases_its_resource_to_the_next(q):
+    job_id = q.submit("t", "r", retries=0)
+    waiting = q.submit("t", "r")
+    q.lease(P1, timeouts=["t", 1000])
+    q.make_stale(P1)
+    rows = q.b.flush_stale(100)
+    assert rows[0].decode() == job_id and rows[1] == b"fail"
+    assert q.failed() == [job_id]
+    assert q.rec(job_id)["state"] == "failed"
+    assert "stale" in q.rec(job_id)["error"]
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.rec(waiting)["state"] == "pending"
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_flush_stale_reclaims_a_job_once_its_real_timeout_passes_on_the_redis_clock(q):
+    job_id = q.submit("t", retries=1)
+    q.lease(P1, timeouts=["t", 200])
+    assert q.b.flush_stale(100) == []
+    gevent.sleep(0.35)
+    rows = q.b.flush_stale(100)
+    assert rows[0].decode() == job_id and rows[1] == b"retry"
+    assert q.pending() == [job_id]
+
+
+def test_flush_stale_leaves_a_process_that_keeps_heartbeating_alone(q):
+    job_id = q.submit("t", "r")
+    q.lease(P1, timeouts=["t", 300])
+    for _ in range(4):
+        gevent.sleep(0.1)
+        q.b.heartbeat(P1)
+        assert q.b.flush_stale(100) == []
+    assert q.rec(job_id)["state"] == "active"
+    assert q.owned(P1) == {job_id: 300}
+    assert q.locks() == {"r": job_id}
+
+
+def test_flush_stale_takes_only_the_jobs_whose_own_timeout_passed(q):
+    short = q.submit("short")
+    long_ = q.submit("long")
+    q.fetch(P1, 2, timeouts=["short", 1000, "long", 60_000])
+    q.make_stale(P1, silent_ms=3000)
+    rows = q.b.flush_stale(100)
+    assert [rows[i].decode() for i in range(0, len(rows), 9)] == [short]
+    assert q.owned(P1) == {long_: 60_000}
+    beat = q.beats()[P1]
+    assert q.procs() == {P1: beat + 60_000}   # the next deadline is the long job's
+    assert q.rec(long_)["state"] == "active"
+
+
+def test_flush_stale_does_at_most_limit_jobs_per_call(q):
+    ids = [q.submit("t") for _ in range(3)]
+    q.fetch(P1, 3, timeouts=["t", 1000])
+    q.make_stale(P1)
+    first = q.b.flush_stale(2)
+    assert len(first) == 2 * 9
+    assert len(q.failed()) == 2 and len(q.owned(P1)) == 1
+    assert q.counts()["active"] == 1
+    second = q.b.flush_stale(2)
+    assert len(second) == 9
+    assert sorted(q.failed()) == sorted(ids)
+    assert q.counts()["active"] == 0
+    assert q.b.flush_stale(2) == []
+
+
+def test_flush_stale_limit_spans_several_processes(q):
+    for _ in range(2):
+        q.submit("t")
+    q.lease(P1, timeouts=["t", 1000])
+    q.lease(P2, timeouts=["t", 1000])
+    q.make_stale(P1)
+    q.make_stale(P2)
+    assert len(q.b.flush_stale(1)) == 9
+    assert len(q.b.flush_stale(1)) == 9
+    assert q.b.flush_stale(1) == []
+    assert len(q.failed()) == 2 and q.procs() == {}
+
+
+def test_after_a_flush_the_old_lease_holders_complete_returns_minus_one_and_changes_nothing(q):
+    job_id = q.submit("t", "r", retries=1)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    q.make_stale(P1)
+    q.b.flush_stale(100)
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.fail(P1, [job_id, token, "late", "0"]) == [-1]
+    assert q.b.give_back(P1, [job_id, token]) == [-1]
+    assert q.snapshot() == before
+    # the rerun holds a fresh lease; the old one stays fenced
+    _, token2 = q.lease(P2)
+    assert token2 == token + 1
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.complete(P2, [job_id, token2]) == [1]
+    assert q.locks() == {"r": waiting}
+
+
+def test_after_a_flush_that_failed_the_job_a_late_complete_does_not_release_twice(q):
+    job_id = q.submit("t", "r", retries=0)
+    waiting = q.submit("t", "r")
+    third = q.submit("t", "r")
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    q.make_stale(P1)
+    q.b.flush_stale(100)
+    assert q.locks() == {"r": waiting}
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.snapshot() == before
+    assert q.waiting("r") == [third]
+
+
+# -- give_back -------------------------------------------------------------------
+
+
+def test_give_back_puts_the_job_at_the_head_of_pending_uncounted_and_keeps_its_lock(q):
+    job_id = q.submit("t", "r")
+    later = q.submit("t")
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    assert q.rec(job_id)["attempts"] == "1"
+    assert q.b.give_back(P1, [job_id, token]) == [1]
+    rec = q.rec(job_id)
+    assert rec["state"] == "pending" and rec["attempts"] == "0"
+    assert q.pending() == [job_id, later]
+    assert q.locks() == {"r": job_id} and q.waiting("r") == [waiting]
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 1}
+    again, token2 = q.lease(P2)
+    assert again == job_id and token2 == token + 1
+    assert q.rec(job_id)["attempts"] == "1"
+
+
+def test_give_back_with_a_wrong_token_changes_nothing(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    before = q.snapshot()
+    assert q.b.give_back(P1, [job_id, token + 1]) == [-1]
+    assert q.b.give_back(P2, [job_id, token]) == [-1]
+    assert q.snapshot() == before
+
+
+# -- retry_failed / delete_failed ------------------------------------------------
+
+
+def _fail_for_good(q, job_id_expected, proc=P1):
+    job_id, token = q.lease(proc)
+    assert job_id == job_id_expected
+    assert q.b.fail(proc, [job_id, token, "boom", "1"]) == [1]
+
+
+def test_retry_failed_makes_a_failed_job_runnable_again(q):
+    job_id = q.submit("t", "r")
+    _fail_for_good(q, job_id)
+    assert q.b.retry_failed(100) == 1
+    rec = q.rec(job_id)
+    assert rec["state"] == "pending" and "owner" not in rec and "started" not in rec
+    assert q.failed() == [] and q.pending() == [job_id]
+    assert q.locks() == {"r": job_id}
+
+
+def test_a_retried_failed_job_whose_resource_is_held_waits_behind_the_holder(q):
+    failed = q.submit("t", "r")
+    _fail_for_good(q, failed)
+    holder = q.submit("t", "r")
+    assert q.b.retry_failed(100) == 1
+    assert q.locks() == {"r": holder}
+    assert q.waiting("r") == [failed]
+    assert q.rec(failed)["state"] == "waiting"
+    assert q.pending() == [holder]
+    assert q.counts()["waiting"] == 1
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [holder, token]) == [1]
+    assert q.locks() == {"r": failed} and q.pending() == [failed]
+    assert q.counts()["waiting"] == 0
+
+
+def test_retry_failed_is_bounded_by_its_limit_and_goes_oldest_first(q):
+    ids = []
+    for _ in range(3):
+        job_id = q.submit("t")
+        _fail_for_good(q, job_id)
+        ids.append(job_id)
+    assert q.failed() == ids
+    assert q.b.retry_failed(2) == 2
+    assert q.failed() == ids[2:]
+    assert q.pending() == ids[:2]
+    assert q.b.retry_failed(2) == 1
+    assert q.b.retry_failed(2) == 0
+
+
+def test_retry_failed_drops_a_failed_id_whose_record_is_gone(q):
+    kept = q.submit("t")
+    _fail_for_good(q, kept)
+    q.r.rpush(q.k.failed, "vanished")
+    assert q.b.retry_failed(100) == 1
+    assert q.failed() == [] and q.pending() == [kept]
+    assert not q.r.exists(q.k.job("vanished"))
+
+
+def test_delete_failed_removes_the_records_and_empties_the_failed_list(q):
+    ids = []
+    for _ in range(3):
+        job_id = q.submit("t")
+        _fail_for_good(q, job_id)
+        ids.append(job_id)
+    assert q.b.delete_failed(2) == 2
+    assert q.failed() == ids[2:]
+    assert q.b.delete_failed(100) == 1
+    assert q.b.delete_failed(100) == 0
+    assert q.failed() == []
+    for job_id in ids:
+        assert not q.r.exists(q.k.job(job_id))
+
+
+def test_the_queue_facade_drains_failed_jobs_past_one_script_batch(redis_url, namespace, r):
+    queue = GreenQueue(redis_url=redis_url, namespace=namespace)
+    k = queue.keys
+    ids = [f"f{i}" for i in range(1500)]
+    pipe = r.pipeline()
+    for job_id in ids:
+        pipe.hset(k.job(job_id), mapping={"task": "t", "enc": "m", "params": msgpack.packb(None),
+                                          "retries": 0, "attempts": 1, "state": "failed"})
+    pipe.rpush(k.failed, *ids)
+    pipe.execute()
+    assert queue.retry_failed_jobs() == 1500
+    assert r.llen(k.pending) == 1500 and r.llen(k.failed) == 0
+    r.delete(k.pending)
+    r.rpush(k.failed, *ids)
+    assert queue.delete_failed_jobs() == 1500
+    assert not any(r.exists(k.job(job_id)) for job_id in ids[:50])
+    queue.shutdown()
+
+
+# -- NOSCRIPT fallback -----------------------------------------------------------
+
+
+def test_every_script_still_runs_after_script_flush(q):
+    """Each call below is preceded by SCRIPT FLUSH, so each script is loaded
+    fresh through the NOSCRIPT fallback."""
+    def flushed():
+        q.r.script_flush()
+        assert not any(q.r.script_exists(*[s.sha for s in q.b.scripts.values()]))
+
+    flushed()
+    a = q.row("t", "r", retries=1)
+    assert q.b.submit([a]) == 1
+    b = q.submit("t", "r")
+    flushed()
+    (job,), _ = q.fetch(P1, 1, timeouts=["t", 1000])
+    token = job[1]
+    flushed()
+    assert q.b.fail(P1, [a[0], token, "x", "0"]) == [2]
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    flushed()
+    assert q.b.give_back(P1, [a[0], token]) == [1]
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    flushed()
+    assert q.b.heartbeat(P1)[0] == 1
+    q.make_stale(P1)
+    flushed()
+    assert len(q.b.flush_stale(10)) == 9          # a's last retry was spent: failed, b promoted
+    assert q.failed() == [a[0]]
+    _, token = q.lease(P1)
+    flushed()
+    assert q.b.complete(P1, [b, token]) == [1]
+    flushed()
+    assert q.b.retry_failed(10) == 1
+    _fail_for_good(q, a[0])
+    flushed()
+    assert q.b.delete_failed(10) == 1
+    assert q.r.keys(q.k.prefix + "job:*") == []
+    assert q.locks() == {} and q.pending() == [] and q.failed() == []
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_a_pipelined_batch_of_scripts_still_runs_after_script_flush(q):
+    job_id = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.r.script_flush()
+    calls = [q.b.complete_call(P1, [job_id, token]), q.b.heartbeat_call(P1),
+             q.b.flush_stale_call(10)]
+    codes, (held, _now), flushed = q.b.run_batch(q.client, calls)
+    assert codes == [1] and held == 0 and flushed == []
+    assert q.r.keys(q.k.prefix + "job:*") == []
+    assert q.locks() == {} and q.procs() == {} and q.beats() == {}
