@@ -38,6 +38,7 @@ def set_title(text: str) -> None:
 
 def main() -> None:
     config = json.loads(os.environ.pop(CONFIG_ENV))
+    sys.path[:0] = [p for p in config.get("sys_path", []) if p not in sys.path]
     logging.basicConfig(level=config["log_level"], stream=sys.stderr,
                         format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     link = Link(socket.socket(fileno=config["fd"]))

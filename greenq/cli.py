@@ -16,6 +16,7 @@ if len(sys.argv) > 1 and sys.argv[1] in ("run", "demo"):
 import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 
 import click  # noqa: E402
 
@@ -106,6 +107,9 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
     SIGTTIN/SIGTTOU one child more / less
     """
     from .runner import run_until_signalled
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `greenq run tasks` finds ./tasks.py, as `python -m` does
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")

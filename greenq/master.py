@@ -75,6 +75,8 @@ class Master:
             "worker_count": q.worker_count, "serializer": q.serializer_name,
             "flush_stale_timeout": q.flush_stale_timeout, "max_params_bytes": q.max_params_bytes,
             "tasks": q.registry.sources, "events": self.subscriptions(),
+            # children import tasks by name: give them the path this process found them on
+            "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
             "log_level": logging.getLogger("greenq").getEffectiveLevel() or logging.WARNING,
         }
 
@@ -168,8 +170,14 @@ class Master:
             old = self.children[index]
             old.retiring = True
             new = self.spawn(index)
-            if not new.ready.wait(BOOT_GRACE):
+            deadline = time.monotonic() + BOOT_GRACE
+            while not new.ready.wait(0.1) and new.process.poll() is None \
+                    and time.monotonic() < deadline:
+                pass
+            if not new.ready.is_set():
                 log.error("replacement for worker child %d not ready; keeping the old one", index)
+                old.retiring = False
+                continue
             self._retire(old)
 
     def grow(self) -> None:
