@@ -45,7 +45,9 @@ class EventBus:
         for handler in self._handlers[event]:
             try:
                 handler(payload)
-            except Exception:
+            except BaseException:
+                # Even SystemExit or GreenletExit from a handler must not end
+                # delivery for every later event (or the program).
                 log.exception("%s handler %r raised; ignored", event, handler)
 
     def start(self) -> None:

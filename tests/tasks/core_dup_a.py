@@ -1,0 +1,5 @@
+id = "core.dup"
+
+
+def perform(params):
+    pass

@@ -1,0 +1,2 @@
+"""Defines no task at all."""
+VALUE = 1

@@ -1,0 +1,2 @@
+id = "core.not_callable"
+perform = "not a function"

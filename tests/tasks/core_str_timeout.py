@@ -1,0 +1,6 @@
+id = "core.str_timeout"
+timeout = "10"
+
+
+def perform(params):
+    pass
