@@ -31,8 +31,11 @@ def new_job_id() -> str:
     return base64.urlsafe_b64encode(os.urandom(12)).decode()
 
 
-def _check_id(value: Any, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+def _check_id(value: Any, what: str, *, int_ok: bool = False) -> str:
+    # Resource ids are often database keys, so an int is taken as its decimal
+    # string; a task id is a name, and an int there is a caller's mistake.
+    allowed = (str, int) if int_ok else str
+    if isinstance(value, bool) or not isinstance(value, allowed):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     value = str(value)
     if not value:
@@ -108,7 +111,7 @@ class GreenQueue:
     def _row(self, task_id: Any, resource_id: Any = None, params: Any = None,
              retries: int = 0) -> list:
         task_id = _check_id(task_id, "task_id")
-        resource = "" if resource_id is None else _check_id(resource_id, "resource_id")
+        resource = "" if resource_id is None else _check_id(resource_id, "resource_id", int_ok=True)
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise TypeError("retries must be an int")
         if retries < 0:
