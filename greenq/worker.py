@@ -47,7 +47,9 @@ class Worker:
         self._timeouts = registry.timeouts_ms()
         self._stopping = False
         self._hurry = gevent.event.Event()
-        self._blocked_in_redis = False
+        # True while the fetcher waits (for a free slot, or in BLMOVE) holding
+        # no lease, so stop() may kill it instead of waiting out the wait.
+        self._parked = False
         self._orphans_possible = False
         self._fetcher = None
         self._client = None
@@ -65,7 +67,11 @@ class Worker:
         while not self._stopping:
             free = self.pool.free_count()
             if free == 0:
-                self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                self._parked = True
+                try:
+                    self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                finally:
+                    self._parked = False
                 continue
             try:
                 if self._orphans_possible:
@@ -84,13 +90,13 @@ class Worker:
                 for start in range(0, len(rows), ROW):
                     self._start_job(rows[start:start + ROW])
                 continue
-            self._blocked_in_redis = True
+            self._parked = True
             try:
                 self.broker.wait_for_jobs(self._client, config.FETCH_BLOCK_SECONDS)
             except CONNECTION_ERRORS as exc:
                 gevent.sleep(self.health.trouble(exc))
             finally:
-                self._blocked_in_redis = False
+                self._parked = False
 
     def _give_back_orphans(self) -> None:
         """Jobs Redis says we hold but we do not run: leased by a fetch whose
@@ -149,8 +155,8 @@ class Worker:
         them back), commit every outcome, then close the connections."""
         self._stopping = True
         if self._fetcher is not None:
-            if self._blocked_in_redis:
-                self._fetcher.kill()  # only a BLMOVE wait is lost; it moved nothing
+            if self._parked:
+                self._fetcher.kill()  # only a wait is lost; BLMOVE moves nothing
             self._fetcher.join()
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = gevent.spawn(self.pool.join)
