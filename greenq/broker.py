@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 
 
+_STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
+
+
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -124,12 +127,14 @@ class Broker:
 
     def heartbeat_call(self, process_id: str) -> tuple:
         k = self.keys
-        return ("heartbeat", (k.procs, k.beats), (k.prefix, process_id))
+        return ("heartbeat", (k.procs, k.beats, k.clock), (k.prefix, process_id, *_STALL_ARGS))
 
-    def flush_stale_call(self, limit: int) -> tuple:
+    def flush_stale_call(self, limit: int, forced: bool = False) -> tuple:
+        """`forced`: reclaim even during the grace that follows a Redis stall
+        (an operator's explicit call; the workers' periodic flush waits)."""
         k = self.keys
-        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed),
-                (k.prefix, limit))
+        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock),
+                (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0"))
 
     def run_batch(self, client: redis.Redis, calls: list[tuple]) -> list:
         """Several script calls (from the *_call methods) in one round trip."""
@@ -145,7 +150,8 @@ class Broker:
         return self._run(client or self.shared, *self.heartbeat_call(process_id))
 
     def flush_stale(self, limit: int, client: redis.Redis | None = None) -> list:
-        return self._run(client or self.shared, *self.flush_stale_call(limit))
+        """A forced flush (see flush_stale_call)."""
+        return self._run(client or self.shared, *self.flush_stale_call(limit, forced=True))
 
     def give_back_call(self, process_id: str, pairs: Sequence) -> tuple:
         k = self.keys

@@ -11,7 +11,7 @@ class Keys:
     ``owned:<process id>``) are built inside the Lua scripts from `prefix`.
     """
 
-    __slots__ = ("prefix", "pending", "locks", "counts", "failed", "procs", "beats")
+    __slots__ = ("prefix", "pending", "locks", "counts", "failed", "procs", "beats", "clock")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -21,6 +21,7 @@ class Keys:
         self.failed = self.prefix + "failed"    # LIST failed job ids, oldest first
         self.procs = self.prefix + "procs"      # ZSET process -> stale-at ms
         self.beats = self.prefix + "beats"      # HASH process -> last beat ms
+        self.clock = self.prefix + "clock"      # HASH last worker call ms, flush grace after a stall
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

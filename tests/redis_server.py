@@ -25,12 +25,14 @@ class RedisServer:
     `persistence=True` turns on the AOF (appendfsync always) so a restart
     keeps every acknowledged write."""
 
-    def __init__(self, persistence: bool = False, port: int | None = None) -> None:
+    def __init__(self, persistence: bool = False, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not on PATH: run tools/test, or "
                                "`apt-get install -y redis-server`")
         self.port = port or free_port()
         self.persistence = persistence
+        self.extra_args = tuple(extra_args)
         self.dir = tempfile.mkdtemp(prefix="greenq-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -48,6 +50,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += list(self.extra_args)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

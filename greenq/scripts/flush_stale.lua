@@ -3,7 +3,9 @@
   timeout: each goes back to the pending list with one retry fewer (keeping
   its resource), or to the failed list, releasing its resource. The run that
   lost its lease is fenced by the lease check of complete/fail/give_back.
-  Bounded: at most `limit` jobs per call.
+  Bounded: at most `limit` jobs per call. Right after Redis stalled (see
+  include/observe_clock.lua) a periodic flush reclaims nothing until live
+  processes had time to heartbeat; a forced one (an operator's) goes ahead.
   Input:
     KEYS[1] procs    ZSET process id -> ms when its first job can turn stale
     KEYS[2] beats    HASH process id -> last heartbeat ms
@@ -11,21 +13,29 @@
     KEYS[4] locks    HASH resource id -> holding job id
     KEYS[5] counts   HASH "active", "waiting" counters
     KEYS[6] failed   LIST of failed job ids, oldest first
+    KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] limit
+    ARGV[3] stall ms, ARGV[4] grace ms (see heartbeat.lua)
+    ARGV[5] "1": forced, ignore the grace after a stall
   Output: flat, 9 per reclaimed job: id, outcome ("retry" or "fail"), task,
           resource, encoding, params, retries left, attempts, error
 ]]
 local rcall = redis.call
-local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
+local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == "1"
 -- @include now_ms
 -- @include touch_process
+-- @include observe_clock
 -- @include release
 
 local now = now_ms()
 local out, moved = {}, 0
+if now < observe_clock(now) and not forced then
+  return out
+end
 local due = rcall("ZRANGEBYSCORE", procs_key, "-inf", now, "LIMIT", 0, limit)
 for _, proc in ipairs(due) do
   local owned_key = prefix .. "owned:" .. proc
