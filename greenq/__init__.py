@@ -7,7 +7,7 @@ before gevent has had the chance to patch them.
 
 from .errors import (BrokerError, GreenQError, JobDecodeError, LeaseLostError, NotPatchedError,
                      ParamsError, StateError, TaskDefinitionError, UnknownTaskError,
-                     WorkerShutdown)
+                     TimeLimitExceeded, WorkerShutdown)
 from .job import Job
 from .registry import task
 
@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = ["GreenQueue", "task", "Job", "GreenQError", "TaskDefinitionError", "ParamsError",
            "JobDecodeError", "UnknownTaskError", "LeaseLostError", "NotPatchedError",
-           "StateError", "BrokerError", "WorkerShutdown", "__version__"]
+           "StateError", "BrokerError", "TimeLimitExceeded", "WorkerShutdown", "__version__"]
 
 
 def __getattr__(name: str):

@@ -52,6 +52,7 @@ def main() -> None:
                            worker_count=config["worker_count"], serializer=config["serializer"],
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"])
+        queue._exit_when_stuck = True
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

@@ -46,3 +46,9 @@ class BrokerError(GreenQError):
 class WorkerShutdown(BaseException):
     """Thrown into a job's greenlet when a shutdown gives it back to the queue.
     A BaseException, so a task's `except Exception` cannot swallow it."""
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a job that ran longer than its task's `time_limit`; the
+    job fails (and is retried if it has retries left). A BaseException, so a
+    task's `except Exception` cannot swallow it."""

@@ -21,22 +21,29 @@ class Task:
     id: str
     perform: Callable[[Any], Any]
     timeout: float = DEFAULT_TASK_TIMEOUT
+    time_limit: float | None = None  # seconds a run may take; None: no limit
 
 
-def _check(task_id: Any, perform: Any, timeout: Any, origin: str) -> Task:
+def _check(task_id: Any, perform: Any, timeout: Any, origin: str, time_limit: Any = None) -> Task:
     if not isinstance(task_id, str) or not task_id:
         raise TaskDefinitionError(f"{origin}: task id must be a non-empty str, not {task_id!r}")
     if not callable(perform):
         raise TaskDefinitionError(f"{origin}: perform of task {task_id!r} is not callable")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise TaskDefinitionError(f"{origin}: timeout of task {task_id!r} must be a number > 0")
-    return Task(task_id, perform, float(timeout))
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(
+            time_limit, (int, float)) or not time_limit > 0):
+        raise TaskDefinitionError(
+            f"{origin}: time_limit of task {task_id!r} must be a number > 0, or None")
+    return Task(task_id, perform, float(timeout), None if time_limit is None else float(time_limit))
 
 
-def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT) -> Callable:
+def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT,
+         time_limit: float | None = None) -> Callable:
     """Decorator: mark `perform(params)` as task `task_id` of its module."""
     def mark(perform: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        setattr(perform, _DECORATED, _check(task_id, perform, timeout, "@greenq.task"))
+        setattr(perform, _DECORATED,
+                _check(task_id, perform, timeout, "@greenq.task", time_limit))
         return perform
     return mark
 
@@ -76,7 +83,8 @@ def tasks_of(module: types.ModuleType) -> list[Task]:
     origin = getattr(module, "__file__", None) or module.__name__
     if hasattr(module, "id") or hasattr(module, "perform"):
         found.append(_check(getattr(module, "id", None), getattr(module, "perform", None),
-                            getattr(module, "timeout", DEFAULT_TASK_TIMEOUT), origin))
+                            getattr(module, "timeout", DEFAULT_TASK_TIMEOUT), origin,
+                            getattr(module, "time_limit", None)))
     for value in vars(module).values():
         marked = getattr(value, _DECORATED, None)
         if isinstance(marked, Task) and marked not in found:

@@ -19,10 +19,12 @@ import gevent.pool
 from . import config
 from .broker import CONNECTION_ERRORS, Broker
 from .committer import Committer
-from .errors import BrokerError, JobDecodeError, UnknownTaskError, WorkerShutdown
+from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTaskError,
+                     WorkerShutdown)
 from .health import Health
 from .job import ROW, Job, decode_row
-from .registry import Registry
+from .lifeline import Lifeline
+from .registry import Registry, Task
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 class Worker:
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
-                 max_params_bytes: int, flush_stale_timeout: float | None = None) -> None:
+                 max_params_bytes: int, flush_stale_timeout: float | None = None,
+                 exit_when_stuck: bool = False) -> None:
         self.broker = broker
         self.registry = registry
         self.process_id = process_id
@@ -45,6 +48,8 @@ class Worker:
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
                                    flush_stale_timeout)
         self._timeouts = registry.timeouts_ms()
+        self.deadlines: dict[str, float] = {}  # job id -> monotonic end of its time limit
+        self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
         self._hurry = gevent.event.Event()
         # True while the fetcher waits (for a free slot, or in BLMOVE) holding
@@ -58,6 +63,7 @@ class Worker:
     def start(self) -> None:
         self._client = self.broker.channel(1)
         self.committer.start()
+        self.lifeline.start()
         self._fetcher = gevent.spawn(self._fetch_loop)
 
     # -- fetching ------------------------------------------------------------
@@ -126,14 +132,22 @@ class Worker:
             self.committer.failed(job, f"UnknownTaskError: {error}", final=True)
             return
         self.started += 1
-        greenlet = self.pool.spawn(self._run, job, task.perform)
+        greenlet = self.pool.spawn(self._run, job, task)
         self.running[job.id] = (job, greenlet)
 
     # -- running -------------------------------------------------------------
 
-    def _run(self, job: Job, perform: Callable) -> None:
+    def _run(self, job: Job, task: Task) -> None:
+        limit = None
+        if task.time_limit is not None:
+            self.deadlines[job.id] = time.monotonic() + task.time_limit
+            # Fires where the job yields; a job that never yields is the
+            # lifeline thread's business.
+            limit = gevent.Timeout(task.time_limit, TimeLimitExceeded(
+                f"job {job.id} ({job.task_id}) ran longer than its time limit of {task.time_limit:g} s"))
+            limit.start()
         try:
-            perform(job.params)
+            task.perform(job.params)
         except WorkerShutdown:
             self.committer.give_back(job)
         except BaseException:  # SystemExit, KeyboardInterrupt, GreenletExit too: a failed job
@@ -142,6 +156,9 @@ class Worker:
             job.error = None
             self.committer.succeeded(job)
         finally:
+            if limit is not None:
+                limit.close()
+                self.deadlines.pop(job.id, None)
             self.running.pop(job.id, None)
 
     # -- stopping ------------------------------------------------------------
@@ -168,5 +185,6 @@ class Worker:
                 greenlet.kill(WorkerShutdown, block=False)
             self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
         self.committer.stop()
+        self.lifeline.stop()
         if self._client is not None:
             self._client.connection_pool.disconnect()

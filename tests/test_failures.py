@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 
+import gevent
 import msgpack
 import pytest
 import redis
@@ -200,11 +201,15 @@ def test_the_late_finish_of_a_stalled_process_changes_nothing_and_is_reported_as
     rescue_events = Recorder(rescuer)
     key, next_key = namespace + ":a", namespace + ":b"
     job = rescuer.submit_job("fault.hang", resource_id="res", retries=1,
-                             params=hang_params(redis_url, key, "block", 3.0))
+                             params=hang_params(redis_url, key, "sleep", 3.0))
     next_job = rescuer.submit_job("fault.hang", resource_id="res",
                                   params=hang_params(redis_url, next_key))
     stalled = worker_process(workers=1)
     wait_until(lambda: started_runs(r, key), timeout=20)
+    # Freeze the whole process, threads included: no heartbeat goes out (a
+    # merely blocked hub would still heartbeat from greenq's lifeline thread).
+    stalled.process.send_signal(signal.SIGSTOP)
+    gevent.spawn_later(2.0, stalled.process.send_signal, signal.SIGCONT)
     rescuer.start()        # its stale tick takes the lease once the 0.5 s timeout lapses
 
     wait_until(lambda: set(rescue_events.ids("job_success")) == {job, next_job}, timeout=15)
