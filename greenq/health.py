@@ -12,8 +12,9 @@ log = logging.getLogger(__name__)
 
 
 class Health:
-    def __init__(self, emit) -> None:
+    def __init__(self, emit, on_recover=None) -> None:
         self._emit = emit
+        self._on_recover = on_recover  # run in a greenlet of its own when Redis is back
         self.down = False
         self._backoff = config.RECONNECT_BACKOFF[0]
 
@@ -32,4 +33,8 @@ class Health:
         if self.down:
             self.down = False
             log.warning("Redis reachable again")
+            if self._on_recover is not None:
+                import gevent
+
+                gevent.spawn(self._on_recover)
         self._backoff = config.RECONNECT_BACKOFF[0]

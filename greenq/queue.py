@@ -10,6 +10,8 @@ import socket
 import types
 from typing import Any, Callable, Iterable
 
+import redis
+
 from . import config
 from .broker import Broker
 from .errors import NotPatchedError, ParamsError, StateError
@@ -19,6 +21,7 @@ from .job import Job, number, text
 from .keys import Keys
 from .registry import Registry
 from .serializers import get_serializer
+from .server_check import eviction_warning, lua_flaw_warning
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,10 @@ class GreenQueue:
         self.events = EventBus()
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
         self._runner = None  # a Worker, or a Master with child processes
+        # Set by greenq.child: a job overrunning its time limit on a blocked
+        # hub ends the process (the master replaces it).
+        self._exit_when_stuck = False
+        self._redis_run_id: str | None = None
         self._state = "new"
 
     # -- tasks and events ----------------------------------------------------
@@ -166,19 +173,47 @@ class GreenQueue:
             from .worker import Worker
 
             self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
-                                  Health(self.events.emit), self.events.emit,
-                                  self.max_params_bytes, self.flush_stale_timeout)
+                                  Health(self.events.emit, self._after_outage), self.events.emit,
+                                  self.max_params_bytes, self.flush_stale_timeout,
+                                  self._exit_when_stuck)
         self._runner.start()
         self._state = "running"
 
     def _warn_about_server(self) -> None:
         try:
-            policy = self.broker.shared.config_get("maxmemory-policy").get(b"maxmemory-policy")
-        except Exception:  # CONFIG may be forbidden to this user; nothing to warn about then
+            info = self.broker.shared.info("server")
+            self._redis_run_id = info.get("run_id")
+            warning = lua_flaw_warning(info)
+            if warning:
+                log.warning(warning)
+        except redis.ResponseError:  # INFO may be forbidden to this ACL user
+            pass
+        try:
+            reply = self.broker.shared.config_get("maxmemory-policy")
+        except redis.ResponseError:  # so may CONFIG; nothing to warn about then
             return
-        if policy not in (None, b"noeviction"):
-            log.warning("Redis maxmemory-policy is %s: Redis may evict job records and lose jobs; "
-                        "use noeviction", policy.decode())
+        # redis-py 8 answers CONFIG GET with str keys even on a bytes client.
+        policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        warning = eviction_warning(policy)
+        if warning:
+            log.warning(warning)
+
+    def _after_outage(self) -> None:
+        """Redis answers again: say so loudly if it is a new server process
+        (restarted), which lost every job unless it kept its data on disk.
+        A log line, not an `error` event: the outage already had its one."""
+        try:
+            run_id = self.broker.shared.info("server").get("run_id")
+        except Exception:  # noqa: BLE001 - a check, not a reason to fail
+            return
+        if self._redis_run_id and run_id and run_id != self._redis_run_id:
+            log.warning("Redis restarted during the outage (run_id %s -> %s): unless it keeps its "
+                        "data on disk (AOF), the queued and running jobs are gone, and finishes of "
+                        "jobs it forgot are reported as lost leases",
+                        self._redis_run_id[:8], run_id[:8])
+        self._redis_run_id = run_id
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop taking jobs, let running ones finish (jobs still running after
