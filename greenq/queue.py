@@ -142,7 +142,10 @@ class GreenQueue:
             unknown = set(spec) - {"task_id", "resource_id", "params", "retries"}
             if unknown or "task_id" not in spec:
                 raise TypeError(f"jobs[{index}]: needs task_id; unknown keys {sorted(unknown)}")
-            rows.append(self._row(**spec))
+            try:
+                rows.append(self._row(**spec))
+            except (TypeError, ValueError) as exc:  # ParamsError is a ValueError
+                raise type(exc)(f"jobs[{index}]: {exc}") from None
         if rows:
             self.broker.submit(rows)
         return [row[0] for row in rows]

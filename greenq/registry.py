@@ -10,7 +10,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import DEFAULT_TASK_TIMEOUT
+from .config import DEFAULT_TASK_TIMEOUT, MAX_ID_LENGTH
 from .errors import TaskDefinitionError
 
 _DECORATED = "__greenq_task__"
@@ -27,6 +27,9 @@ class Task:
 def _check(task_id: Any, perform: Any, timeout: Any, origin: str, time_limit: Any = None) -> Task:
     if not isinstance(task_id, str) or not task_id:
         raise TaskDefinitionError(f"{origin}: task id must be a non-empty str, not {task_id!r}")
+    if len(task_id) > MAX_ID_LENGTH:
+        raise TaskDefinitionError(f"{origin}: task id is {len(task_id)} characters; "
+                                  f"at most {MAX_ID_LENGTH}")
     if not callable(perform):
         raise TaskDefinitionError(f"{origin}: perform of task {task_id!r} is not callable")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
