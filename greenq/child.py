@@ -64,6 +64,9 @@ def main() -> None:
         log.exception("worker child could not start")
         sys.exit(BOOT_FAILURE)
 
+    from .runner import keep_running_through_stray_exits
+
+    keep_running_through_stray_exits()
     link.send("ready", os.getpid())
     stop = gevent.event.Event()
     signals = []

@@ -15,6 +15,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 OTHER_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
+def keep_running_through_stray_exits() -> None:
+    """A greenlet a task spawned and left behind may raise SystemExit or
+    KeyboardInterrupt; gevent's hub would end the worker process with it.
+    Signals are handled above, so in a worker process these are just errors."""
+    gevent.get_hub().SYSTEM_ERROR = (SystemError,)
+
+
 def run_until_signalled(queue) -> int:
     """Start `queue`, serve signals until it has shut down; the exit status."""
     received: list[int] = []
@@ -26,6 +33,7 @@ def run_until_signalled(queue) -> int:
 
     for signum in STOP_SIGNALS + OTHER_SIGNALS:
         gevent.signal_handler(signum, note, signum)
+    keep_running_through_stray_exits()
     queue.start()
     master = queue._runner if queue.child_process_count else None
     log.info("greenq running: %r, tasks %s", queue, ", ".join(sorted(queue.registry.tasks)))
