@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 # Transient trouble: worth a retry with back-off, reported once per outage.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+# What the worker loops ride out: the above, and refusals such as NOPERM
+# after an ACL change (reported once, retried with back-off, not fatal).
+REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 
 
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
@@ -35,6 +38,7 @@ class Broker:
         self._connection = connection
         self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
         self.shared = self.channel(config.SHARED_POOL_SIZE)
+        self.socket_timeout: float | None = connection.get("socket_timeout")
 
     def channel(self, size: int = 1) -> redis.Redis:
         """A client with its own pool of `size` connections; callers wait for a

@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 
 from . import config
-from .broker import CONNECTION_ERRORS, Broker
+from .broker import CONNECTION_ERRORS, REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
 from .job import ROW, Job, decode_row
@@ -148,7 +148,7 @@ class Committer:
             return True
         try:
             results = self.broker.run_batch(self.client, calls)
-        except CONNECTION_ERRORS as exc:
+        except REDIS_TROUBLE as exc:
             # Unknown whether Redis ran them: keep them to send again. Every
             # script is lease-checked, so a second run changes nothing twice.
             self._succeeded[:0] = succeeded

@@ -21,7 +21,7 @@ SOCKET_TIMEOUT = 10.0             # no Redis answer within this long = connectio
 CONNECT_TIMEOUT = 5.0
 FETCH_BLOCK_SECONDS = 1           # BLMOVE wait when idle; well under SOCKET_TIMEOUT
 SHARED_POOL_SIZE = 4              # connections for submit/stats/admin calls, per process
-SCRIPT_BATCH = 500                # jobs per script call in bulk and group-commit paths
+SCRIPT_BATCH = 100                # jobs per script call (bulk, commit, fetch): keeps each under ~3 ms of Redis
 RECONNECT_BACKOFF = (0.05, 2.0)   # first and longest wait between retries when Redis is gone
 
 

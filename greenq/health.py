@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import ResponseError
+
 from . import config
 from .errors import BrokerError
 
@@ -22,7 +24,8 @@ class Health:
         """Note a failed Redis call; returns how long to wait before retrying."""
         if not self.down:
             self.down = True
-            error = BrokerError(f"Redis unreachable, retrying with back-off: {exc!r}")
+            what = "refused" if isinstance(exc, ResponseError) else "unreachable"
+            error = BrokerError(f"Redis {what}, retrying with back-off: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
             self._emit("error", error)
         wait = self._backoff

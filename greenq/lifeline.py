@@ -78,6 +78,8 @@ class Lifeline:
         abandoned = False
         while not self._stopping:
             _sleep(self.interval / 2)
+            if self._stopping:
+                return
             now = time.monotonic()
             if now - self.pulse < self.interval:
                 if blocked_since is not None:

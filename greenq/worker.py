@@ -17,7 +17,7 @@ import gevent.event
 import gevent.pool
 
 from . import config
-from .broker import CONNECTION_ERRORS, Broker
+from .broker import REDIS_TROUBLE, Broker
 from .committer import Committer
 from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTaskError,
                      WorkerShutdown)
@@ -57,11 +57,18 @@ class Worker:
         self._parked = False
         self._orphans_possible = False
         self._fetcher = None
+        # Block in Redis well within the socket timeout, or an idle wait
+        # would read as a broken connection.
+        socket_timeout = broker.socket_timeout or config.SOCKET_TIMEOUT
+        self._block_seconds = min(config.FETCH_BLOCK_SECONDS, socket_timeout / 2)
         self._client = None
         self.started = 0
 
     def start(self) -> None:
         self._client = self.broker.channel(1)
+        # One call on the queue's keys now, so missing rights (an ACL user
+        # limited to other keys) fail start() instead of idling later.
+        self.broker.heartbeat(self.process_id, self._client)
         self.committer.start()
         self.lifeline.start()
         self._fetcher = gevent.spawn(self._fetch_loop)
@@ -71,7 +78,7 @@ class Worker:
     def _fetch_loop(self) -> None:
         default_ms = int(config.DEFAULT_TASK_TIMEOUT * 1000)
         while not self._stopping:
-            free = self.pool.free_count()
+            free = min(self.pool.free_count(), config.SCRIPT_BATCH)
             if free == 0:
                 self._parked = True
                 try:
@@ -84,7 +91,7 @@ class Worker:
                     self._give_back_orphans()
                 rows, problems = self.broker.fetch(
                     self._client, self.process_id, free, default_ms, self._timeouts)
-            except CONNECTION_ERRORS as exc:
+            except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
                 self._orphans_possible = True
                 gevent.sleep(self.health.trouble(exc))
@@ -98,8 +105,8 @@ class Worker:
                 continue
             self._parked = True
             try:
-                self.broker.wait_for_jobs(self._client, config.FETCH_BLOCK_SECONDS)
-            except CONNECTION_ERRORS as exc:
+                self.broker.wait_for_jobs(self._client, self._block_seconds)
+            except REDIS_TROUBLE as exc:
                 gevent.sleep(self.health.trouble(exc))
             finally:
                 self._parked = False
