@@ -1,4 +1,7 @@
-"""bench.core --quick runs end to end and writes its figures (no speed thresholds)."""
+"""The benchmark suite (`python -m bench`) and its per-job cost profile
+(`python -m bench.core`) run end to end in --quick mode and write their
+figures. Figures are measurements: no speed thresholds. W5's correctness
+counts (overlapping or out-of-order jobs of one resource) must be zero."""
 
 from __future__ import annotations
 
@@ -10,30 +13,84 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-RESULTS = ("submit_job_jobs_per_s", "submit_jobs_jobs_per_s", "drain_jobs_per_s",
-           "latency_p50_ms", "latency_p99_ms", "redis_round_trips_per_job",
-           "redis_commands_per_job")
+from bench import report  # noqa: E402
+
+MUST_BE_ZERO = ("W5_overlaps", "W5_order_violations")
 
 
-@pytest.mark.timeout(180)
-def test_quick_bench_exits_zero_and_writes_positive_figures_with_versions(tmp_path):
-    out = tmp_path / "bench.json"
+def run_bench(*args: str, timeout: float = 280) -> subprocess.CompletedProcess:
+    # A subprocess: the bench patches gevent itself, starts its own
+    # redis-server and worker children; none of it belongs under pytest.
     env = {key: value for key, value in os.environ.items()
            if key not in ("GREENQ_REDIS_URL", "REDIS_URL")}
-    done = subprocess.run([sys.executable, "-m", "bench.core", "--quick", "--json", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
-    assert done.returncode == 0, done.stderr
-    assert "drain" in done.stdout
-    report = json.loads(out.read_text())
-    for key in RESULTS:
-        value = report["results"][key]
-        assert isinstance(value, (int, float)) and value > 0, (key, value)
-    assert report["config"]["quick"] is True
-    assert report["config"]["own_redis"] is True
-    environment = report["environment"]
-    assert environment["python"]["version"]
-    assert environment["redis"]["version"]
-    assert environment["machine"]["cpu_count"]
-    assert environment["libraries"]["greenq"]
-    assert environment["libraries"]["gevent"]
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(300)
+def test_quick_suite_writes_every_workload_of_the_schema_with_positive_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_bench("-m", "bench", "--quick", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-5000:]
+    result = json.loads(out.read_text())
+    assert result["library"] == "greenq"
+    assert result["version"] == result["system"]["packages"]["greenq"]
+    assert result["quick"] is True
+    assert result["errors"] == {}
+    system = result["system"]
+    assert system["machine"] and system["cpu"] and system["python"] and system["redis"]
+    assert system["packages"]["gevent"] and system["packages"]["redis"]
+    every = [name for names in report.GROUPS.values() for name in names]
+    assert sorted(result["workloads"]) == sorted(every)
+    for name, figure in result["workloads"].items():
+        assert set(figure) >= {"unit", "higher_is_better", "runs", "median", "min", "max"}, name
+        assert len(figure["runs"]) == 1, (name, figure)
+        if name in MUST_BE_ZERO:
+            assert figure["runs"] == [0], (name, figure)
+        else:
+            assert figure["runs"][0] > 0, (name, figure)
+        assert figure["min"] <= figure["median"] <= figure["max"], (name, figure)
+        assert name in done.stdout
+    # One tick carries the heartbeat of every running job, however many.
+    assert result["workloads"]["W6_round_trips_per_tick"]["median"] == 1.0
+
+
+@pytest.mark.timeout(300)
+def test_suite_on_a_given_redis_deletes_its_own_keys_and_touches_no_other(redis_server, r):
+    r.set("someone-else:key", "kept")
+    r.rpush("someone-else:list", "a", "b")
+    keys_before = set(r.keys("*"))
+    done = run_bench("-m", "bench", "--quick", "--workloads", "W1,W5", "--redis-url", redis_server.url)
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert set(r.keys("*")) == keys_before
+    assert r.get("someone-else:key") == b"kept"
+    assert r.lrange("someone-else:list", 0, -1) == [b"a", b"b"]
+    for name in ("W1_submit_single", "W1_submit_bulk", "W5_resources_jobs_per_s", "W5_overlaps"):
+        assert name in done.stdout
+
+
+def test_unknown_workload_is_a_usage_error():
+    done = run_bench("-m", "bench", "--workloads", "W1,W9", timeout=60)
+    assert done.returncode == 2
+    assert "W9" in done.stderr
+
+
+@pytest.mark.timeout(200)
+def test_core_profile_writes_positive_costs_per_job(tmp_path):
+    out = tmp_path / "core.json"
+    done = run_bench("-m", "bench.core", "--quick", "--task", "job", "--json", str(out), timeout=180)
+    assert done.returncode == 0, done.stderr[-5000:]
+    costs = json.loads(out.read_text())
+    assert costs["jobs"] == 500 and costs["task"] == "job"
+    for name in ("jobs_per_s", "wall_us_per_job", "python_cpu_us_per_job", "redis_cpu_us_per_job",
+                 "round_trips_per_job", "commands_per_job"):
+        assert costs[name] > 0, (name, costs)
+    # Every job's own record is one pipeline, and fetching and committing
+    # run scripts: both show in the breakdown.
+    by_first = costs["round_trips_by_first_command"]
+    assert any(name.startswith("evalsha fetch") for name in by_first), by_first
+    assert any(name.startswith("evalsha complete") for name in by_first), by_first
+    assert costs["calls_per_job_by_command"]["incrby"] >= 1.0  # redis-py's INCR is INCRBY 1
+    assert "round trips per job" in done.stdout

@@ -1,0 +1,1 @@
+"""greenq against its peers on the shared workloads; see bench/peers/README.md."""

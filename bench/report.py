@@ -1,0 +1,123 @@
+"""The figures of `python -m bench`: per-workload summaries in the shared
+JSON schema (bench/peers/README.md), the issue's targets beside them, and
+the printed table. Targets are shown, never asserted (except W5's
+correctness counts, which bench/__main__ turns into the exit status).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Callable
+
+UNITS = {  # workload -> (unit, higher_is_better)
+    "W1_submit_single": ("jobs/s", True),
+    "W1_submit_bulk": ("jobs/s", True),
+    "W2_drain": ("jobs/s", True),
+    "W2_drain_inprocess": ("jobs/s", True),
+    "W3_efficiency": ("ideal/measured", True),
+    "W4_latency_p50_ms": ("ms", False),
+    "W4_latency_p99_ms": ("ms", False),
+    "W5_resources_jobs_per_s": ("jobs/s", True),
+    "W5_hot_jobs_per_s": ("jobs/s", True),
+    "W5_overlaps": ("jobs", False),
+    "W5_order_violations": ("jobs", False),
+    "W6_round_trips_per_tick": ("round trips", False),
+    "W6_redis_ms_per_tick": ("ms", False),
+    "W6_rss_bytes_per_running_job": ("bytes", False),
+    "W6_redis_bytes_per_queued_job": ("bytes", False),
+}
+
+# The figures each workload group produces, in table order.
+GROUPS = {
+    "W1": ["W1_submit_single", "W1_submit_bulk"],
+    "W2": ["W2_drain", "W2_drain_inprocess"],
+    "W3": ["W3_efficiency"],
+    "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms"],
+    "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],
+    "W6": ["W6_round_trips_per_tick", "W6_redis_ms_per_tick", "W6_rss_bytes_per_running_job",
+           "W6_redis_bytes_per_queued_job"],
+}
+
+# Figures that are correctness checks: any non-zero run fails the benchmark.
+MUST_BE_ZERO = ("W5_overlaps", "W5_order_violations")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    text: str
+    met: Callable[[float], bool] | None = None
+
+
+# From the performance issue. Where a target is relative to the best peer,
+# the peer figure is the one the issue quotes (2 cores, Redis 7.0);
+# `python -m bench.peers.compare` measures the real ratio in one run.
+TARGETS = {
+    "W1_submit_single": Target(">= 2x best peer (issue: Huey 6,800 -> 13,600)", lambda v: v >= 13_600),
+    "W1_submit_bulk": Target(">= 100,000", lambda v: v >= 100_000),
+    "W2_drain": Target(">= 10x best peer (issue: Dramatiq 5,500 -> 55,000)", lambda v: v >= 55_000),
+    "W3_efficiency": Target(">= 0.95", lambda v: v >= 0.95),
+    "W4_latency_p50_ms": Target("< best peer (issue: Huey 0.42)", lambda v: v < 0.42),
+    "W4_latency_p99_ms": Target("< best peer (issue: Huey 0.98)", lambda v: v < 0.98),
+    "W5_overlaps": Target("0 (checked)", lambda v: v == 0),
+    "W5_order_violations": Target("0 (checked)", lambda v: v == 0),
+    "W6_round_trips_per_tick": Target("1 whatever the job count", lambda v: v <= 1.0),
+    "W6_redis_ms_per_tick": Target("<= 5 for 10,000 jobs", lambda v: v <= 5.0),
+    "W6_rss_bytes_per_running_job": Target("<= 20 KB", lambda v: v <= 20 * 1024),
+    "W6_redis_bytes_per_queued_job": Target("<= 200 besides params", lambda v: v <= 200),
+}
+
+
+def summary(name: str, runs: list[float]) -> dict:
+    unit, higher_is_better = UNITS[name]
+    return {"unit": unit, "higher_is_better": higher_is_better, "runs": runs,
+            "median": statistics.median(runs), "min": min(runs), "max": max(runs)}
+
+
+def failed_checks(workloads: dict) -> list[str]:
+    """Correctness figures that were not zero in some run."""
+    return [name for name in MUST_BE_ZERO
+            if name in workloads and any(run != 0 for run in workloads[name]["runs"])]
+
+
+def fmt(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def verdict(name: str, median: float) -> str:
+    target = TARGETS.get(name)
+    if target is None or target.met is None:
+        return ""
+    return "ok" if target.met(median) else "MISSED"
+
+
+def table(report: dict, runs: int) -> str:
+    system = report["system"]
+    packages = ", ".join(f"{name} {version}" for name, version in system["packages"].items() if version)
+    lines = [
+        f"greenq {report['version']} benchmark ({'--quick, ' if report['quick'] else ''}"
+        f"{runs} run{'s' if runs != 1 else ''} per workload, median and min-max)",
+        f"{system['machine']}, {system['cpu']}, Python {system['python']}, Redis {system['redis']}",
+        packages,
+        "",
+    ]
+    header = ("workload", "median", "min-max", "unit", "target", "")
+    rows = [header]
+    for name, figure in report["workloads"].items():
+        target = TARGETS.get(name)
+        rows.append((name, fmt(figure["median"]), f"{fmt(figure['min'])}-{fmt(figure['max'])}",
+                     figure["unit"], target.text if target else "", verdict(name, figure["median"])))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    aligns = ("<", ">", ">", "<", "<", "<")
+    for row in rows:
+        lines.append("  ".join(f"{cell:{align}{width}}" for cell, align, width
+                               in zip(row, aligns, widths)).rstrip())
+    for name, error in report.get("errors", {}).items():
+        lines.append(f"{name}: FAILED: {error}")
+    return "\n".join(lines)

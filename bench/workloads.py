@@ -1,0 +1,169 @@
+"""W1-W4, the workloads greenq shares with its peers (bench/peers), with the
+same counts, the same job and the same clock (bench/peers/common.py).
+
+Each measurement has its own namespace; the keys of a run are deleted after
+it. Worker processes are GreenQueue(child_process_count=2) started from this
+process, which is then their master (and otherwise only polls a counter).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+import redis
+
+import greenq
+from bench.peers import common
+from bench.peers.common import PROCESSES, BULK_CHUNK, job_params
+
+log = logging.getLogger("bench.workloads")
+
+TASKS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks.py")
+INPROCESS_WORKERS = 100   # W2_drain_inprocess: greenlets in this process
+IDLE_SETTLE = 0.5         # W4: seconds for idle workers to reach their blocking wait
+WARM_UP_TIMEOUT = 120.0
+
+
+def timeout_for(jobs: int) -> float:
+    """Bound on one drain: catches a hang, never a slow machine."""
+    return 120.0 + jobs * 0.05
+
+
+class Context:
+    """The Redis, the counts and the key names of one `python -m bench`."""
+
+    def __init__(self, redis_url: str, quick: bool) -> None:
+        self.redis_url = redis_url
+        self.quick = quick
+        self.counts = common.QUICK if quick else common.FULL
+        self.admin = redis.Redis.from_url(redis_url)
+        # 6 characters, like greenq's default namespace "greenq", so W6's
+        # Redis bytes per job are those of a real deployment's key names.
+        self.prefix = "b" + uuid.uuid4().hex[:5]
+        os.environ["BENCH_PEER_REDIS_URL"] = redis_url  # the jobs' record client; children inherit it
+
+    def namespace(self, workload: str, run: int) -> str:
+        return f"{self.prefix}-{workload}-{run}"
+
+    def queue(self, namespace: str, children: int = 0, workers: int = 100) -> "greenq.GreenQueue":
+        q = greenq.GreenQueue(redis_url=self.redis_url, namespace=namespace,
+                              child_process_count=children, worker_count=workers)
+        q.register_task(TASKS_FILE)
+        q.on("job_fail", lambda job: log.error("job %s failed: %s", job.id, job.error))
+        return q
+
+    def submit_bulk(self, q: "greenq.GreenQueue", jobs: list[dict]) -> None:
+        for start in range(0, len(jobs), BULK_CHUNK):
+            q.submit_jobs(jobs[start:start + BULK_CHUNK])
+
+    def clean(self) -> None:
+        """Delete every key of this benchmark (and nothing else): its
+        namespaces are the prefix itself and prefix-<workload>-<run>."""
+        for pattern in (f"{self.prefix}:*", f"{self.prefix}-*"):
+            common.delete_matching(self.admin, pattern)
+
+    def close(self) -> None:
+        self.clean()
+        self.admin.close()
+
+
+def noop_jobs(key: str, n: int, **extra) -> list[dict]:
+    return [{"task_id": "bench.job", "params": job_params(key, **extra)}] * n
+
+
+# -- W1: submit ----------------------------------------------------------------
+
+
+def w1(ctx: Context, run: int) -> dict:
+    namespace = ctx.namespace("W1", run)
+    key = f"{namespace}:rec"
+    n = ctx.counts.submit
+    q = ctx.queue(namespace)
+    try:
+        q.submit_job("bench.job", params=job_params(key))  # connect outside the timing
+        began = time.perf_counter()
+        for _ in range(n):
+            q.submit_job("bench.job", params=job_params(key))
+        single = n / (time.perf_counter() - began)
+        ctx.clean()
+        q.submit_jobs(noop_jobs(key, 1))
+        began = time.perf_counter()
+        ctx.submit_bulk(q, noop_jobs(key, n))
+        bulk = n / (time.perf_counter() - began)
+    finally:
+        q.shutdown()
+    return {"W1_submit_single": single, "W1_submit_bulk": bulk}
+
+
+# -- W2, W3: drain -------------------------------------------------------------
+
+
+def drained(ctx: Context, namespace: str, jobs: list[dict], children: int, workers: int) -> float:
+    """Queue every job, then start the workers: seconds from the first job's
+    start to the last job's finish."""
+    key = jobs[0]["params"]["k"]
+    q = ctx.queue(namespace, children, workers)
+    ctx.submit_bulk(q, jobs)
+    q.start()
+    try:
+        common.wait_done(ctx.admin, key, len(jobs), timeout_for(len(jobs)))
+    finally:
+        q.shutdown()
+    return common.span_seconds(ctx.admin, key)
+
+
+def w2(ctx: Context, run: int) -> dict:
+    n = ctx.counts.drain
+    namespace = ctx.namespace("W2", run)
+    seconds = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n),
+                      PROCESSES, ctx.counts.drain_concurrency)
+    ctx.clean()
+    namespace = ctx.namespace("W2in", run)
+    inprocess = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n), 0, INPROCESS_WORKERS)
+    return {"W2_drain": n / seconds, "W2_drain_inprocess": n / inprocess}
+
+
+def w3(ctx: Context, run: int) -> dict:
+    c = ctx.counts
+    namespace = ctx.namespace("W3", run)
+    jobs = noop_jobs(f"{namespace}:rec", c.sleepers, s=c.sleep_seconds)
+    seconds = drained(ctx, namespace, jobs, PROCESSES, c.sleep_concurrency)
+    return {"W3_efficiency": c.ideal_sleep_wall() / seconds}
+
+
+# -- W4: latency ---------------------------------------------------------------
+
+
+def warm_up(ctx: Context, q: "greenq.GreenQueue", key: str) -> None:
+    """Until every worker process has run a job (so all are up and idle)."""
+    deadline = time.monotonic() + WARM_UP_TIMEOUT
+    sent = 0
+    while ctx.admin.scard(f"{key}:pids") < PROCESSES:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not every worker child ran a job within {WARM_UP_TIMEOUT:.0f} s")
+        q.submit_jobs(noop_jobs(key, 10, w=1))
+        sent += 10
+        time.sleep(0.2)
+    common.wait_done(ctx.admin, key, sent, timeout_for(sent))
+
+
+def w4(ctx: Context, run: int) -> dict:
+    c = ctx.counts
+    namespace = ctx.namespace("W4", run)
+    key = f"{namespace}:rec"
+    q = ctx.queue(namespace, PROCESSES, c.drain_concurrency)
+    q.start()
+    try:
+        warm_up(ctx, q, f"{key}:warm")
+        time.sleep(IDLE_SETTLE)
+        for params in common.paced([job_params(key)] * c.latency, c.latency_rate):
+            q.submit_job("bench.job", params=params)
+        common.wait_done(ctx.admin, key, c.latency, timeout_for(c.latency))
+    finally:
+        q.shutdown()
+    latencies = common.latencies_ms(ctx.admin, key)
+    return {"W4_latency_p50_ms": common.percentile(latencies, 0.50),
+            "W4_latency_p99_ms": common.percentile(latencies, 0.99)}
