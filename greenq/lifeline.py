@@ -49,10 +49,9 @@ class Lifeline:
         self.deadlines = deadlines  # job id -> time.monotonic() when its time limit runs out
         self.exit_when_stuck = exit_when_stuck
         self.pulse = time.monotonic()
-        self.beats_sent = 0  # heartbeats this thread sent, for tests and logs
         self._stopping = False
         self._pulse_greenlet = None
-        self._hub_thread = threading.get_ident()
+        self._hub_thread: int | None = None  # the thread running the gevent hub, set by start()
 
     def start(self) -> None:
         self._hub_thread = threading.get_ident()
@@ -104,7 +103,6 @@ class Lifeline:
                 client = client or self.broker.channel(1)
                 self.broker.heartbeat(self.process_id, client)
                 last_beat = now
-                self.beats_sent += 1
             except Exception as exc:  # Redis trouble: the next round tries again
                 log.warning("heartbeat from the lifeline thread failed: %r", exc)
                 client = None
