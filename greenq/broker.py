@@ -25,6 +25,10 @@ REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
 
 
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -121,13 +125,19 @@ class Broker:
         as an id is there: a wake-up with no data leaving Lua's control."""
         return client.blmove(self.keys.pending, self.keys.pending, seconds, "RIGHT", "RIGHT") is not None
 
-    def complete_call(self, process_id: str, pairs: Sequence) -> tuple:
-        k = self.keys
-        return ("complete", (k.pending, k.locks, k.counts), (k.prefix, process_id, *pairs))
+    # The finish calls: `drop_receipts` deletes the receipts of this
+    # process' earlier finishes first (scripts/include/receipts.lua); only a
+    # caller that has seen the replies of all of them may set it.
 
-    def fail_call(self, process_id: str, groups: Sequence) -> tuple:
+    def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("fail", (k.pending, k.locks, k.counts, k.failed), (k.prefix, process_id, *groups))
+        return ("complete", (k.pending, k.locks, k.counts),
+                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+
+    def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
+        k = self.keys
+        return ("fail", (k.pending, k.locks, k.counts, k.failed),
+                (k.prefix, process_id, _flag(drop_receipts), *groups))
 
     def heartbeat_call(self, process_id: str) -> tuple:
         k = self.keys
@@ -157,9 +167,14 @@ class Broker:
         """A forced flush (see flush_stale_call)."""
         return self._run(client or self.shared, *self.flush_stale_call(limit, forced=True))
 
-    def give_back_call(self, process_id: str, pairs: Sequence) -> tuple:
+    def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("give_back", (k.pending, k.counts), (k.prefix, process_id, *pairs))
+        return ("give_back", (k.pending, k.counts),
+                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+
+    def drop_receipts(self, process_id: str, client: redis.Redis | None = None) -> None:
+        """Forget this process' finish receipts (it saw every reply)."""
+        (client or self.shared).delete(self.keys.receipts(process_id))
 
     def give_back(self, process_id: str, pairs: Sequence, client: redis.Redis | None = None) -> list:
         return self._run(client or self.shared, *self.give_back_call(process_id, pairs))

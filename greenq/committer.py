@@ -38,7 +38,10 @@ class Committer:
         self._succeeded: list[Job] = []
         self._failed: list[tuple[Job, str, bool]] = []
         self._given_back: list[Job] = []
-        self._retried_ids: set[str] = set()  # sent in a round trip whose fate is unknown
+        # Sent in a round trip whose fate is unknown: their receipts in Redis
+        # (scripts/include/receipts.lua) must stay until they are settled.
+        self._resending: set[str] = set()
+        self._receipts_written = False
         # Finished here, outcome not yet acknowledged by Redis (buffered or in
         # flight): Redis still lists them as owned, yet they are no orphans.
         self.unsettled: set[str] = set()
@@ -83,7 +86,9 @@ class Committer:
             self._greenlet.join()
         try:
             self.broker.heartbeat(self.process_id, self.client)
-        except CONNECTION_ERRORS as exc:
+            if not self._resending:
+                self.broker.drop_receipts(self.process_id, self.client)
+        except REDIS_TROUBLE as exc:
             log.warning("could not send the last heartbeat: %r", exc)
         self.client.connection_pool.disconnect()
 
@@ -125,18 +130,23 @@ class Committer:
         given_back, self._given_back = self._given_back[:batch], self._given_back[batch:]
         pid = self.process_id
         calls, handlers = [], []
+        # The first finish call drops the receipts of earlier round trips
+        # once every reply they got was seen.
+        drop = self._receipts_written and not self._resending
         if succeeded:
             pairs = [x for job in succeeded for x in (job.id, job.token)]
-            calls.append(self.broker.complete_call(pid, pairs))
+            calls.append(self.broker.complete_call(pid, pairs, drop))
             handlers.append(lambda codes: self._after_complete(succeeded, codes))
+            drop = False
         if failed:
             groups = [x for job, error, final in failed
                       for x in (job.id, job.token, error, "1" if final else "0")]
-            calls.append(self.broker.fail_call(pid, groups))
+            calls.append(self.broker.fail_call(pid, groups, drop))
             handlers.append(lambda codes: self._after_fail(failed, codes))
+            drop = False
         if given_back:
             pairs = [x for job in given_back for x in (job.id, job.token)]
-            calls.append(self.broker.give_back_call(pid, pairs))
+            calls.append(self.broker.give_back_call(pid, pairs, drop))
             handlers.append(lambda codes: self._after_give_back(given_back, codes))
         if tick:
             calls.append(self.broker.heartbeat_call(pid))
@@ -150,17 +160,20 @@ class Committer:
             results = self.broker.run_batch(self.client, calls)
         except REDIS_TROUBLE as exc:
             # Unknown whether Redis ran them: keep them to send again. Every
-            # script is lease-checked, so a second run changes nothing twice.
+            # script is lease-checked and leaves receipts, so a second run
+            # changes nothing twice and returns what the first one did.
             self._succeeded[:0] = succeeded
             self._failed[:0] = failed
             self._given_back[:0] = given_back
-            self._retried_ids.update(job.id for job in succeeded)
-            self._retried_ids.update(job.id for job, _, _ in failed)
-            self._retried_ids.update(job.id for job in given_back)
+            self._resending.update(job.id for job in succeeded)
+            self._resending.update(job.id for job, _, _ in failed)
+            self._resending.update(job.id for job in given_back)
             gevent.sleep(self.health.trouble(exc))
             return False
         self.round_trips += 1
         self.health.ok()
+        if succeeded or failed or given_back:
+            self._receipts_written = True
         for handler, result in zip(handlers, results):
             handler(result)
         self.unsettled.difference_update(job.id for job in succeeded)
@@ -171,19 +184,15 @@ class Committer:
     # -- results -> events ---------------------------------------------------
 
     def _lost(self, job: Job, code: int, what: str) -> None:
-        if job.id in self._retried_ids:
-            # Our own re-send after a broken connection found its work done.
-            self._retried_ids.discard(job.id)
-            return
+        self._resending.discard(job.id)
         why = "its record is gone" if code == 0 else "its lease was taken away by a stale flush"
         self.emit("error", LeaseLostError(
             f"job {job.id} ({job.task_id}) {what} after {why}; nothing was changed in Redis"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
-            if code == 1 or (code == 0 and job.id in self._retried_ids):
-                # (code 0 on a re-send: the first send did finish it)
-                self._retried_ids.discard(job.id)
+            if code == 1:
+                self._resending.discard(job.id)
                 self.emit("job_success", job)
             else:
                 self._lost(job, code, "succeeded")
@@ -191,7 +200,7 @@ class Committer:
     def _after_fail(self, failed: list, codes: list[int]) -> None:
         for (job, error, _final), code in zip(failed, codes):
             if code in (1, 2):
-                self._retried_ids.discard(job.id)
+                self._resending.discard(job.id)
                 job.error = error
                 if code == 2:
                     job.retries -= 1
@@ -204,7 +213,7 @@ class Committer:
     def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
             if code == 1:
-                self._retried_ids.discard(job.id)
+                self._resending.discard(job.id)
             else:
                 self._lost(job, code, "was given back")
 

@@ -8,7 +8,8 @@ class Keys:
     """Key names for queue `queue_id` under `namespace`.
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
-    ``owned:<process id>``) are built inside the Lua scripts from `prefix`.
+    ``owned:<process id>``, ``receipts:<process id>``) are built inside the
+    Lua scripts from `prefix`.
     """
 
     __slots__ = ("prefix", "pending", "locks", "counts", "failed", "procs", "beats", "clock")
@@ -31,3 +32,6 @@ class Keys:
 
     def owned(self, process_id: str) -> str:
         return f"{self.prefix}owned:{process_id}"
+
+    def receipts(self, process_id: str) -> str:
+        return f"{self.prefix}receipts:{process_id}"

@@ -305,15 +305,74 @@ def test_complete_with_a_wrong_token_returns_minus_one_and_changes_nothing(q):
     assert q.snapshot() == before
 
 
-def test_completing_a_job_twice_returns_zero_the_second_time(q):
+def test_completing_a_job_twice_returns_the_first_outcome_from_its_receipt_and_changes_nothing(q):
     job_id = q.submit("t", "r")
     waiting = q.submit("t", "r")
     _, token = q.lease(P1)
     assert q.b.complete(P1, [job_id, token]) == [1]
     before = q.snapshot()
-    assert q.b.complete(P1, [job_id, token]) == [0]
+    # a re-send after a broken connection: its first send had landed
+    assert q.b.complete(P1, [job_id, token]) == [1]
     assert q.snapshot() == before
     assert q.locks() == {"r": waiting}
+    # once the committer saw the reply it drops the receipts: now the record
+    # is simply gone
+    q.b.drop_receipts(P1)
+    assert q.b.complete(P1, [job_id, token]) == [0]
+    assert q.locks() == {"r": waiting}
+
+
+def test_a_resent_finish_whose_lease_a_flush_took_and_another_run_finished_reports_the_lost_lease(q):
+    """The known gap of the committer's re-send: without receipts, a re-send
+    that finds no record cannot tell its own first send from another run."""
+    job_id = q.submit("t", "r", retries=1)
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    q.make_stale(P1)
+    assert len(q.b.flush_stale(100)) == 9
+    _, token2 = q.lease(P2)
+    assert q.b.complete(P2, [job_id, token2]) == [1]
+    assert q.b.complete(P1, [job_id, token]) == [0]
+    assert q.b.fail(P1, [job_id, token, "late", "0"]) == [0]
+    assert q.b.give_back(P1, [job_id, token]) == [0]
+
+
+def test_a_resent_fail_and_give_back_return_their_first_outcome(q):
+    retried = q.submit("t", "a", retries=1)
+    failed = q.submit("t", "b", retries=0)
+    given = q.submit("t", "c")
+    leases = dict(q.lease(P1) for _ in range(3))
+    groups = [retried, leases[retried], "boom", "0", failed, leases[failed], "bad", "0"]
+    assert q.b.fail(P1, groups) == [2, 1]
+    assert q.b.give_back(P1, [given, leases[given]]) == [1]
+    before = q.snapshot()
+    assert q.b.fail(P1, groups) == [2, 1]
+    assert q.b.give_back(P1, [given, leases[given]]) == [1]
+    assert q.snapshot() == before
+    assert q.failed() == [failed] and q.pending() == [given, retried]
+
+
+def test_a_finish_call_that_drops_receipts_drops_the_earlier_ones_and_keeps_its_own(q):
+    a, b = q.submit("t"), q.submit("t")
+    (_, ta), (_, tb) = q.lease(P1), q.lease(P1)
+    receipts = q.k.receipts(P1)
+    assert q.b.complete(P1, [a, ta]) == [1]
+    assert q.r.hkeys(receipts) == [f"{a} {ta}".encode()]
+    assert 0 < q.r.pttl(receipts) <= 86_400_000
+    assert q.b._run(q.r, *q.b.complete_call(P1, [b, tb], drop_receipts=True)) == [1]
+    assert q.r.hkeys(receipts) == [f"{b} {tb}".encode()]
+
+
+def test_a_flush_that_declares_a_process_dead_deletes_its_receipts(q):
+    done = q.submit("t")
+    stuck = q.submit("t", retries=1)
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [done, token]) == [1]
+    q.lease(P1, timeouts=["t", 1000])
+    assert q.r.exists(q.k.receipts(P1))
+    q.make_stale(P1)
+    assert len(q.b.flush_stale(100)) == 9
+    assert not q.r.exists(q.k.receipts(P1))
+    assert q.rec(stuck)["state"] == "pending"
 
 
 def test_complete_finishes_several_jobs_in_one_call_with_a_code_each(q):

@@ -8,28 +8,36 @@
     KEYS[3] counts   HASH "active", "waiting" counters
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] process id
-    ARGV[3..] pairs: job id, lease token
-  Output: one code per job: 1 done; 0 no record; -1 lease lost
+    ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
+    ARGV[4..] pairs: job id, lease token
+  Output: one code per job: 1 done (now, or by an earlier send of this
+          finish); 0 no record; -1 lease lost
 ]]
 local rcall = redis.call
 local pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
 -- @include release
+-- @include receipts
 
 local owned_key = prefix .. "owned:" .. proc
 local codes, done = {}, 0
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
+drop_receipts(ARGV[3])
+for i = 4, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, ARGV[i + 1], proc)
+  local f, code = check_lease(job_key, token, proc)
   if f then
     rcall("ZREM", owned_key, id)
     rcall("DEL", job_key)
     release(f[4], id)
     done = done + 1
+    note_outcome(id, token, code)
+  else
+    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end
 if done > 0 then rcall("HINCRBY", counts_key, "active", -done) end
+keep_receipts()
 return codes

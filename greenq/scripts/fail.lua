@@ -11,22 +11,26 @@
     KEYS[4] failed   LIST of failed job ids, oldest first
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] process id
-    ARGV[3..] groups of 4: job id, lease token, error text,
+    ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
+    ARGV[4..] groups of 4: job id, lease token, error text,
               final ("1": no retry whatever is left, e.g. undecodable record)
-  Output: one code per job: 2 retried; 1 failed; 0 no record; -1 lease lost
+  Output: one code per job: 2 retried; 1 failed (now, or by an earlier send
+          of this finish); 0 no record; -1 lease lost
 ]]
 local rcall = redis.call
 local pending_key, locks_key, counts_key, failed_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
 -- @include release
+-- @include receipts
 
 local owned_key = prefix .. "owned:" .. proc
 local codes, ended = {}, 0
-for i = 3, #ARGV, 4 do
-  local id, error_text = ARGV[i], ARGV[i + 2]
+drop_receipts(ARGV[3])
+for i = 4, #ARGV, 4 do
+  local id, token, error_text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, ARGV[i + 1], proc)
+  local f, code = check_lease(job_key, token, proc)
   if f then
     rcall("ZREM", owned_key, id)
     ended = ended + 1
@@ -40,8 +44,12 @@ for i = 3, #ARGV, 4 do
       rcall("RPUSH", failed_key, id)
       release(f[4], id)
     end
+    note_outcome(id, token, code)
+  else
+    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end
 if ended > 0 then rcall("HINCRBY", counts_key, "active", -ended) end
+keep_receipts()
 return codes

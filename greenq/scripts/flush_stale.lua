@@ -14,7 +14,8 @@
     KEYS[5] counts   HASH "active", "waiting" counters
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
-    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
+            receipts:<process id>
     ARGV[2] limit
     ARGV[3] stall ms, ARGV[4] grace ms (see heartbeat.lua)
     ARGV[5] "1": forced, ignore the grace after a stall
@@ -74,6 +75,12 @@ for _, proc in ipairs(due) do
     end
   end
   touch_process(proc, owned_key, beat)
+  if #stale > 0 and rcall("EXISTS", owned_key) == 0 then
+    -- Declared dead with nothing left. Its receipts could only serve a hung
+    -- process that wakes up: its re-sent finishes then report a lost lease
+    -- where one had landed, never a second success.
+    rcall("DEL", prefix .. "receipts:" .. proc)
+  end
   if moved >= limit then break end
 end
 if moved > 0 then rcall("HINCRBY", counts_key, "active", -moved) end

@@ -7,28 +7,36 @@
     KEYS[2] counts   HASH "active", "waiting" counters
     ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
     ARGV[2] process id
-    ARGV[3..] pairs: job id, lease token
-  Output: one code per job: 1 given back; 0 no record; -1 lease lost
+    ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
+    ARGV[4..] pairs: job id, lease token
+  Output: one code per job: 1 given back (now, or by an earlier send);
+          0 no record; -1 lease lost
 ]]
 local rcall = redis.call
 local pending_key, counts_key = KEYS[1], KEYS[2]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
+-- @include receipts
 
 local owned_key = prefix .. "owned:" .. proc
 local codes, given = {}, 0
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
+drop_receipts(ARGV[3])
+for i = 4, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, ARGV[i + 1], proc)
+  local f, code = check_lease(job_key, token, proc)
   if f then
     rcall("ZREM", owned_key, id)
     local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
     rcall("HSET", job_key, "state", "pending", "attempts", math.max(attempts - 1, 0))
     rcall("RPUSH", pending_key, id)
     given = given + 1
+    note_outcome(id, token, code)
+  else
+    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end
 if given > 0 then rcall("HINCRBY", counts_key, "active", -given) end
+keep_receipts()
 return codes

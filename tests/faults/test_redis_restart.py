@@ -189,11 +189,8 @@ def test_with_the_aof_every_job_survives_two_redis_kills_succeeded_or_failed_and
     assert int(client.hget(PREFIX + "counts", "waiting") or 0) == 0
 
 
-# "finish-while-redis-down" fails today: the re-sent late finish cannot tell
-# its own first send landing from another run having finished the job, and
-# reports a second job_success (README, Failure modes, "Known gap"). It
-# comes back into this list with the per-lease tombstone that fixes it.
-@pytest.mark.parametrize("mode", ["finish-after-reconnect", "finish-at-resume"])
+@pytest.mark.parametrize("mode", ["finish-after-reconnect", "finish-at-resume",
+                                  "finish-while-redis-down"])
 def test_a_late_finish_after_an_aof_restart_and_a_stale_flush_is_an_error_event_and_the_worker_goes_on(
         aof_server, queues, side, tmp_path, mode):
     """A worker process is frozen (SIGSTOP) and an operator's flush reclaims
