@@ -110,24 +110,38 @@ class Broker:
 
     # -- worker path -------------------------------------------------------
 
+    def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
+                    timeouts: Sequence) -> tuple:
+        k = self.keys
+        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed),
+                (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
+
     def fetch(self, client: redis.Redis, process_id: str, max_jobs: int,
               default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
-        k = self.keys
         jobs, problems = self._run(
-            client, "fetch", (k.pending, k.procs, k.beats, k.counts, k.failed),
-            (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
+            client, *self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts))
         return jobs, problems
 
-    def wait_for_jobs(self, client: redis.Redis, seconds: float) -> bool:
-        """Block until the pending list is non-empty (or `seconds` pass).
-
-        BLMOVE from a list to itself is a no-op rotation that returns as soon
-        as an id is there: a wake-up with no data leaving Lua's control."""
-        return client.blmove(self.keys.pending, self.keys.pending, seconds, "RIGHT", "RIGHT") is not None
-
-    # The finish calls: `drop_receipts` deletes the receipts of this
-    # process' earlier finishes first (scripts/include/receipts.lua); only a
-    # caller that has seen the replies of all of them may set it.
+    def wait_and_fetch(self, client: redis.Redis, seconds: float, process_id: str, max_jobs: int,
+                       default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
+        """Block until a job is pending (or `seconds` pass), then fetch, in one
+        round trip. BLMOVE from the pending list to itself is a no-op rotation
+        that returns as soon as an id is there, and Redis runs the fetch
+        pipelined behind it the moment it returns,
+        so a job submitted to idle workers leases without a second hop. A wait
+        that timed out costs one fetch that finds nothing."""
+        call = self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)
+        name, keys, args = call
+        pipe = client.pipeline(transaction=False)
+        pipe.blmove(self.keys.pending, self.keys.pending, seconds, "RIGHT", "RIGHT")
+        pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
+        _woken, result = pipe.execute(raise_on_error=False)
+        if isinstance(result, NoScriptError):
+            result = self._run(client, *call)
+        elif isinstance(result, Exception):
+            raise result
+        jobs, problems = result
+        return jobs, problems
 
     def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys

@@ -1,8 +1,9 @@
 """Fetch -> greenlet pool -> run -> hand the outcome to the committer.
 
 One fetching greenlet per process leases as many jobs as there are free
-slots in one round trip, and blocks in Redis (BLMOVE) when there are none,
-so an idle worker starts a new job about one round trip after its submit.
+slots in one round trip, and blocks in Redis (BLMOVE, the fetch pipelined
+behind it) when there are none, so an idle worker starts a new job one
+round trip after its submit.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Worker:
 
     def _fetch_loop(self) -> None:
         default_ms = int(config.DEFAULT_TASK_TIMEOUT * 1000)
+        queue_was_empty = False
         while not self._stopping:
             free = min(self.pool.free_count(), config.SCRIPT_BATCH)
             if free == 0:
@@ -89,8 +91,19 @@ class Worker:
             try:
                 if self._orphans_possible:
                     self._give_back_orphans()
-                rows, problems = self.broker.fetch(
-                    self._client, self.process_id, free, default_ms, self._timeouts)
+                if queue_was_empty:
+                    # Parked in Redis' wait; stop() may kill us here and
+                    # then gives back what the pipelined fetch leased.
+                    self._parked = True
+                    try:
+                        rows, problems = self.broker.wait_and_fetch(
+                            self._client, self._block_seconds, self.process_id, free,
+                            default_ms, self._timeouts)
+                    finally:
+                        self._parked = False
+                else:
+                    rows, problems = self.broker.fetch(
+                        self._client, self.process_id, free, default_ms, self._timeouts)
             except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
                 self._orphans_possible = True
@@ -99,17 +112,9 @@ class Worker:
             self.health.ok()
             for problem in problems:
                 self.emit("error", BrokerError(problem.decode("utf-8", "replace")))
-            if rows:
-                for start in range(0, len(rows), ROW):
-                    self._start_job(rows[start:start + ROW])
-                continue
-            self._parked = True
-            try:
-                self.broker.wait_for_jobs(self._client, self._block_seconds)
-            except REDIS_TROUBLE as exc:
-                gevent.sleep(self.health.trouble(exc))
-            finally:
-                self._parked = False
+            queue_was_empty = not rows
+            for start in range(0, len(rows), ROW):
+                self._start_job(rows[start:start + ROW])
 
     def _give_back_orphans(self) -> None:
         """Jobs Redis says we hold but we do not run: leased by a fetch whose
@@ -180,8 +185,17 @@ class Worker:
         self._stopping = True
         if self._fetcher is not None:
             if self._parked:
-                self._fetcher.kill()  # only a wait is lost; BLMOVE moves nothing
+                # Only a wait is lost, unless the fetch pipelined behind it
+                # had just leased jobs: those are given back below.
+                self._fetcher.kill()
+                self._orphans_possible = True
             self._fetcher.join()
+            if self._orphans_possible:
+                try:
+                    self._give_back_orphans()
+                except REDIS_TROUBLE as exc:
+                    log.warning("could not give back jobs leased at shutdown; the stale "
+                                "flush will: %r", exc)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = gevent.spawn(self.pool.join)
         gevent.wait([waiter, self._hurry], timeout=timeout, count=1)
