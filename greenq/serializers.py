@@ -23,40 +23,72 @@ _UINT64_MAX = 2**64 - 1
 _MAX_DEPTH = 100
 
 
-def check_params(value: Any, allow_bytes: bool, where: str = "params", depth: int = 0) -> None:
+class _Refused(Exception):
+    """Carries why a value was refused and, once unwound, where it sits."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.path: list[str] = []
+
+
+def check_params(value: Any, allow_bytes: bool, where: str = "params") -> None:
     """Raise ParamsError unless `value` survives a round trip unchanged in shape."""
-    if depth > _MAX_DEPTH:
-        raise ParamsError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    try:
+        _check(value, allow_bytes, 0)
+    except _Refused as refused:
+        raise ParamsError(where + "".join(reversed(refused.path)) + ": " + refused.why) from None
+
+
+def _check(value: Any, allow_bytes: bool, depth: int) -> None:
+    # The happy path formats nothing: the location of a refused value is
+    # built only while the refusal unwinds.
     kind = type(value)
-    if value is None or kind is bool:
+    if kind is str:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _Refused(f"string is not valid Unicode ({exc.reason})") from None
+    elif value is None or kind is bool:
         return
-    if kind is int:
+    elif kind is int:
         if not _INT64_MIN <= value <= _UINT64_MAX:
-            raise ParamsError(f"{where}: integer {value} does not fit in 64 bits")
+            raise _Refused(f"integer {value} does not fit in 64 bits")
     elif kind is float:
         if not math.isfinite(value):
-            raise ParamsError(f"{where}: {value} is not a finite number")
-    elif kind is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ParamsError(f"{where}: string is not valid Unicode ({exc.reason})") from None
+            raise _Refused(f"{value} is not a finite number")
     elif kind is dict:
+        if depth >= _MAX_DEPTH:
+            raise _Refused(f"nested deeper than {_MAX_DEPTH} levels")
         for key, item in value.items():
             if type(key) is not str:
-                raise ParamsError(f"{where}: key {key!r} is a {type(key).__name__}; keys must be str")
-            check_params(key, allow_bytes, f"{where} key {key!r}", depth + 1)
-            check_params(item, allow_bytes, f"{where}[{key!r}]", depth + 1)
+                raise _Refused(f"key {key!r} is a {type(key).__name__}; keys must be str")
+            try:
+                _check(key, allow_bytes, depth + 1)
+            except _Refused as refused:
+                refused.path.append(f" key {key!r}")
+                raise
+            try:
+                _check(item, allow_bytes, depth + 1)
+            except _Refused as refused:
+                refused.path.append(f"[{key!r}]")
+                raise
     elif kind is list or kind is tuple:
+        if depth >= _MAX_DEPTH:
+            raise _Refused(f"nested deeper than {_MAX_DEPTH} levels")
         for index, item in enumerate(value):
-            check_params(item, allow_bytes, f"{where}[{index}]", depth + 1)
+            try:
+                _check(item, allow_bytes, depth + 1)
+            except _Refused as refused:
+                refused.path.append(f"[{index}]")
+                raise
     elif kind is bytes and allow_bytes:
         return
     else:
         carried = "None, bool, int, float, str, list, tuple, dict"
         if allow_bytes:
             carried += ", bytes"
-        raise ParamsError(f"{where}: a {kind.__name__} cannot be carried (only {carried})")
+        raise _Refused(f"a {kind.__name__} cannot be carried (only {carried})")
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
