@@ -5,12 +5,13 @@ dedicated connection) they run on; the rest use a small shared pool."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Union
 
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
+from .channel import ChannelPool, ScriptChannel
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,11 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError,
 # after an ACL change (reported once, retried with back-off, not fatal).
 REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 
+
+# Where a script call runs: a script channel (the hot paths), a redis-py
+# client (queries, admin calls, the lifeline thread), or None where a
+# method's doc says what it picks.
+Client = Union[redis.Redis, ScriptChannel, None]
 
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
 
@@ -42,6 +48,7 @@ class Broker:
         self._connection = connection
         self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
         self.shared = self.channel(config.SHARED_POOL_SIZE)
+        self.lanes = ChannelPool(connection, config.SHARED_POOL_SIZE)  # submits
         self.socket_timeout: float | None = connection.get("socket_timeout")
 
     def channel(self, size: int = 1) -> redis.Redis:
@@ -51,7 +58,12 @@ class Broker:
             max_connections=size, timeout=config.SOCKET_TIMEOUT, **self._connection)
         return redis.Redis(connection_pool=pool)
 
+    def script_channel(self) -> ScriptChannel:
+        """A connection of its own for one hot loop (a fetcher, a committer)."""
+        return self.lanes.new_channel()
+
     def close(self, *clients: redis.Redis) -> None:
+        self.lanes.disconnect()
         for client in (self.shared, *clients):
             client.connection_pool.disconnect()
 
@@ -66,36 +78,57 @@ class Broker:
             except ResponseError as exc:
                 raise ResponseError(f"{script.name}.lua: {exc}") from None
 
-    def _run(self, client: redis.Redis, name: str, keys: Sequence, args: Sequence) -> Any:
-        script = self.scripts[name]
-        try:
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis restarted or SCRIPT FLUSH: NOSCRIPT means it did not run.
-            client.script_load(script.source)
-            return client.evalsha(script.sha, len(keys), *keys, *args)
+    def _send(self, client: Client, commands: list[Sequence], resend_safe: bool = False) -> list:
+        """`commands` in one round trip; replies in order, error replies in
+        their place. `client` None: a shared script channel."""
+        if client is None:
+            return self.lanes.execute(commands, resend_safe)
+        if isinstance(client, ScriptChannel):
+            return client.execute(commands)
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
 
-    def _pipeline(self, client: redis.Redis, calls: list[tuple[str, Sequence, Sequence]]) -> list:
-        """Run scripts in one round trip. redis-py's own script pipelining asks
+    def _evalsha(self, call: tuple[str, Sequence, Sequence]) -> tuple:
+        name, keys, args = call
+        return ("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
+
+    def _pipeline(self, client: Client, calls: list[tuple[str, Sequence, Sequence]],
+                  before: Sequence[Sequence] = (), resend_safe: bool = False) -> list:
+        """Run scripts in one round trip, after the plain commands `before`
+        (their replies are dropped). redis-py's own script pipelining asks
         SCRIPT EXISTS on every execute (an extra round trip), so we send
         EVALSHA and reload only on NOSCRIPT, re-running just those calls."""
         if not calls:
             return []
-        pipe = client.pipeline(transaction=False)
-        for name, keys, args in calls:
-            pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
+        replies = self._send(client, [*before, *map(self._evalsha, calls)], resend_safe)
+        results = replies[len(before):]
+        for reply in replies[:len(before)]:
+            if isinstance(reply, Exception):
+                raise reply
         for index, result in enumerate(results):
             if isinstance(result, NoScriptError):
-                results[index] = self._run(client, *calls[index])
-            elif isinstance(result, Exception):
+                # Redis restarted or SCRIPT FLUSH: NOSCRIPT means it did not run.
+                script = self.scripts[calls[index][0]]
+                loaded, result = self._send(client, [("SCRIPT", "LOAD", script.source),
+                                                     self._evalsha(calls[index])])
+                if isinstance(loaded, Exception):
+                    raise loaded
+            if isinstance(result, Exception):
                 raise result
+            results[index] = result
         return results
+
+    def _run(self, client: Client, name: str, keys: Sequence, args: Sequence) -> Any:
+        return self._pipeline(client, [(name, keys, args)])[0]
 
     # -- submit ------------------------------------------------------------
 
-    def submit(self, rows: Sequence[Sequence], client: redis.Redis | None = None) -> int:
-        """Add jobs; each row: id, task, resource ("" none), encoding, params, retries."""
+    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
+        """Add jobs; each row: id, task, resource ("" none), encoding, params,
+        retries. Safe to send twice (the ids are the client's), so a
+        connection Redis closed while idle is retried once."""
         k = self.keys
         calls = []
         for chunk in _chunks(rows, config.SCRIPT_BATCH):
@@ -103,10 +136,7 @@ class Broker:
             for row in chunk:
                 args.extend(row)
             calls.append(("submit", (k.pending, k.locks, k.counts), args))
-        client = client or self.shared
-        if len(calls) == 1:
-            return self._run(client, *calls[0])
-        return sum(self._pipeline(client, calls))
+        return sum(self._pipeline(client, calls, resend_safe=True))
 
     # -- worker path -------------------------------------------------------
 
@@ -116,31 +146,24 @@ class Broker:
         return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
 
-    def fetch(self, client: redis.Redis, process_id: str, max_jobs: int,
+    def fetch(self, client: Client, process_id: str, max_jobs: int,
               default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
         jobs, problems = self._run(
             client, *self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts))
         return jobs, problems
 
-    def wait_and_fetch(self, client: redis.Redis, seconds: float, process_id: str, max_jobs: int,
+    def wait_and_fetch(self, client: Client, seconds: float, process_id: str, max_jobs: int,
                        default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
         """Block until a job is pending (or `seconds` pass), then fetch, in one
         round trip. BLMOVE from the pending list to itself is a no-op rotation
         that returns as soon as an id is there, and Redis runs the fetch
-        pipelined behind it the moment it returns,
-        so a job submitted to idle workers leases without a second hop. A wait
+        pipelined behind it the moment it returns, so a job submitted to idle
+        workers leases without a second hop. A wait
         that timed out costs one fetch that finds nothing."""
-        call = self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)
-        name, keys, args = call
-        pipe = client.pipeline(transaction=False)
-        pipe.blmove(self.keys.pending, self.keys.pending, seconds, "RIGHT", "RIGHT")
-        pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
-        _woken, result = pipe.execute(raise_on_error=False)
-        if isinstance(result, NoScriptError):
-            result = self._run(client, *call)
-        elif isinstance(result, Exception):
-            raise result
-        jobs, problems = result
+        pending = self.keys.pending
+        [(jobs, problems)] = self._pipeline(
+            client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)],
+            before=[("BLMOVE", pending, pending, "RIGHT", "RIGHT", seconds)])
         return jobs, problems
 
     def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
@@ -164,20 +187,20 @@ class Broker:
         return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock),
                 (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0"))
 
-    def run_batch(self, client: redis.Redis, calls: list[tuple]) -> list:
+    def run_batch(self, client: Client, calls: list[tuple]) -> list:
         """Several script calls (from the *_call methods) in one round trip."""
         return self._pipeline(client, calls)
 
-    def complete(self, process_id: str, pairs: Sequence, client: redis.Redis | None = None) -> list:
+    def complete(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.complete_call(process_id, pairs))
 
-    def fail(self, process_id: str, groups: Sequence, client: redis.Redis | None = None) -> list:
+    def fail(self, process_id: str, groups: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.fail_call(process_id, groups))
 
-    def heartbeat(self, process_id: str, client: redis.Redis | None = None) -> list:
+    def heartbeat(self, process_id: str, client: Client = None) -> list:
         return self._run(client or self.shared, *self.heartbeat_call(process_id))
 
-    def flush_stale(self, limit: int, client: redis.Redis | None = None) -> list:
+    def flush_stale(self, limit: int, client: Client = None) -> list:
         """A forced flush (see flush_stale_call)."""
         return self._run(client or self.shared, *self.flush_stale_call(limit, forced=True))
 
@@ -186,11 +209,13 @@ class Broker:
         return ("give_back", (k.pending, k.counts),
                 (k.prefix, process_id, _flag(drop_receipts), *pairs))
 
-    def drop_receipts(self, process_id: str, client: redis.Redis | None = None) -> None:
+    def drop_receipts(self, process_id: str, client: Client = None) -> None:
         """Forget this process' finish receipts (it saw every reply)."""
-        (client or self.shared).delete(self.keys.receipts(process_id))
+        [deleted] = self._send(client or self.shared, [("DEL", self.keys.receipts(process_id))])
+        if isinstance(deleted, Exception):
+            raise deleted
 
-    def give_back(self, process_id: str, pairs: Sequence, client: redis.Redis | None = None) -> list:
+    def give_back(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.give_back_call(process_id, pairs))
 
     def owned(self, process_id: str, client: redis.Redis | None = None) -> list[tuple[str, str]]:

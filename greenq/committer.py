@@ -74,7 +74,7 @@ class Committer:
     # -- the loop ------------------------------------------------------------
 
     def start(self) -> None:
-        self.client = self.broker.channel(1)
+        self.client = self.broker.script_channel()
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> None:
@@ -90,7 +90,7 @@ class Committer:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
             log.warning("could not send the last heartbeat: %r", exc)
-        self.client.connection_pool.disconnect()
+        self.client.disconnect()
 
     def _loop(self) -> None:
         next_tick = next_flush = 0.0

@@ -66,7 +66,7 @@ class Worker:
         self.started = 0
 
     def start(self) -> None:
-        self._client = self.broker.channel(1)
+        self._client = self.broker.script_channel()
         # One call on the queue's keys now, so missing rights (an ACL user
         # limited to other keys) fail start() instead of idling later.
         self.broker.heartbeat(self.process_id, self._client)
@@ -120,7 +120,7 @@ class Worker:
         """Jobs Redis says we hold but we do not run: leased by a fetch whose
         reply was lost. Give them back untouched."""
         busy = set(self.running) | self.committer.unsettled
-        orphans = [x for job_id, token in self.broker.owned(self.process_id, self._client)
+        orphans = [x for job_id, token in self.broker.owned(self.process_id)
                    if job_id not in busy for x in (job_id, token)]
         if orphans:
             log.warning("giving back %d jobs leased by a fetch whose reply was lost", len(orphans) // 2)
@@ -208,4 +208,4 @@ class Worker:
         self.committer.stop()
         self.lifeline.stop()
         if self._client is not None:
-            self._client.connection_pool.disconnect()
+            self._client.disconnect()

@@ -127,12 +127,17 @@ def test_a_finish_racing_stale_flushes_from_several_processes_has_exactly_one_wi
 
         flushed = [job_id for result in results for job_id in result["ids"]]
         assert sum(result["count"] for result in results) == len(flushed)
-        wait_until(lambda: sum(len(worker.events(name)) for name in ("job_success", "error"))
-                   >= 10, timeout=20)
+        # The first runs' outcomes; a reclaimed job's rerun (attempt 2) may
+        # succeed in this same worker soon after, and is no finish's win.
+        def first_run_successes():
+            return {e["id"] for e in worker.events("job_success") if e["attempts"] == 1}
+
+        wait_until(lambda: len(first_run_successes()) + len(worker.events("error")) >= 10,
+                   timeout=20)
         own_flush = [e["id"] for e in worker.events("job_retry")]
         reclaimed = Counter(flushed + own_flush)
         assert all(count == 1 for count in reclaimed.values()), reclaimed   # flushed at most once
-        won_by_finish = {e["id"] for e in worker.events("job_success")} & set(ids)
+        won_by_finish = first_run_successes() & set(ids)
         assert not won_by_finish & set(reclaimed)
         assert won_by_finish | set(reclaimed) == set(ids)
         fenced = {job_id for job_id in ids
@@ -404,7 +409,8 @@ def test_a_submit_whose_reply_timed_out_landed_once_and_its_re_send_adds_nothing
         queue = GreenQueue(redis_config={"host": "127.0.0.1", "port": server.port,
                                          "socket_timeout": 0.3}, namespace="resend")
         queue.broker.load_scripts()
-        queue.stats()  # connected before Redis is made busy
+        with queue.broker.lanes.borrow() as channel:  # submits' connection made before
+            channel.execute([("PING",)])               # Redis is made busy
         admin = server.client()
         calls_before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
         serializer = queue.serializer

@@ -1,0 +1,102 @@
+"""Script channels (greenq/channel.py), the connections of the hot paths,
+against the test redis-server: replies in order with error replies in place,
+a connection Redis closed is re-sent on only for calls safe to send twice,
+NOSCRIPT reloads, and a bounded pool."""
+
+import gevent
+import gevent.event
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from greenq import config
+from greenq.channel import ChannelPool
+
+
+@pytest.fixture
+def connection(redis_url):
+    return config.connection_kwargs(redis_url, None)
+
+
+def client_id(channel) -> int:
+    [cid] = channel.execute([("CLIENT", "ID")])
+    return cid
+
+
+def test_a_channel_returns_every_reply_in_order_with_error_replies_in_place(connection, namespace):
+    channel = ChannelPool(connection, 1).new_channel()
+    key = namespace + ":k"
+    replies = channel.execute([("SET", key, "1"), ("LPUSH", key, "x"), ("GET", key)])
+    assert replies[0] == b"OK"
+    assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert replies[2] == b"1"
+    # the error reply was read in full: the next call is in step
+    assert channel.execute([("INCR", key), ("GET", key)]) == [2, b"2"]
+    channel.disconnect()
+
+
+def test_a_submit_after_redis_closed_the_idle_connection_is_sent_again_once(make_queue, r):
+    q = make_queue()
+    first = q.submit_job("t.any", params={"n": 1})
+    with q.broker.lanes.borrow() as channel:
+        cid = client_id(channel)
+    assert r.client_kill_filter(_id=cid) == 1
+    second = q.submit_job("t.any", params={"n": 2})
+    prefix = q.broker.keys.prefix
+    assert sorted(r.lrange(prefix + "pending", 0, -1)) == sorted([first.encode(), second.encode()])
+    assert q.stats()["pending"] == 2
+
+
+def test_a_call_not_safe_to_resend_raises_when_the_connection_was_closed(connection, r, namespace):
+    pool = ChannelPool(connection, 1)
+    key = namespace + ":n"
+    assert pool.execute([("INCR", key)], resend_safe=False) == [1]
+    with pool.borrow() as channel:
+        cid = client_id(channel)
+    r.client_kill_filter(_id=cid)
+    with pytest.raises(redis.ConnectionError):
+        pool.execute([("INCR", key)], resend_safe=False)
+    assert r.get(key) == b"1"
+    # the next call reconnects
+    assert pool.execute([("INCR", key)], resend_safe=False) == [2]
+    pool.disconnect()
+
+
+def test_a_fresh_connection_that_fails_is_not_retried():
+    """Only a connection that served calls before can have been closed while
+    idle; a first call that fails is a real outage and raises at once."""
+    kwargs = config.connection_kwargs("redis://127.0.0.1:1/0", None)  # nothing listens
+    pool = ChannelPool(kwargs, 1)
+    with pytest.raises(redis.ConnectionError):
+        pool.execute([("PING",)], resend_safe=True)
+
+
+def test_scripts_flushed_from_redis_are_reloaded_on_a_channel(make_queue, r):
+    q = make_queue()
+    q.submit_job("t.any")
+    r.script_flush()
+    job_id = q.submit_job("t.any")
+    assert r.hget(q.broker.keys.job(job_id), "task") == b"t.any"
+    channel = q.broker.script_channel()
+    r.script_flush()
+    assert q.broker.heartbeat("p1", channel)[0] == 0
+    channel.disconnect()
+
+
+def test_a_full_pool_makes_callers_wait_then_fail_clearly(connection, monkeypatch):
+    monkeypatch.setattr(config, "SOCKET_TIMEOUT", 0.3)
+    pool = ChannelPool(connection, 1)
+    release = gevent.event.Event()
+
+    def hold():
+        with pool.borrow():
+            release.wait()
+
+    holder = gevent.spawn(hold)
+    gevent.sleep(0.05)
+    with pytest.raises(redis.ConnectionError, match="no free Redis connection"):
+        pool.execute([("PING",)], resend_safe=True)
+    release.set()
+    holder.join()
+    assert pool.execute([("PING",)], resend_safe=True) == [b"PONG"]
+    pool.disconnect()
