@@ -15,6 +15,8 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W1_submit_bulk": ("jobs/s", True),
     "W2_drain": ("jobs/s", True),
     "W2_drain_inprocess": ("jobs/s", True),
+    "W2_ceiling_no_queue": ("jobs/s", True),
+    "W2_share_of_ceiling": ("drain/ceiling", True),
     "W3_efficiency": ("ideal/measured", True),
     "W4_latency_p50_ms": ("ms", False),
     "W4_latency_p99_ms": ("ms", False),
@@ -31,7 +33,7 @@ UNITS = {  # workload -> (unit, higher_is_better)
 # The figures each workload group produces, in table order.
 GROUPS = {
     "W1": ["W1_submit_single", "W1_submit_bulk"],
-    "W2": ["W2_drain", "W2_drain_inprocess"],
+    "W2": ["W2_drain", "W2_drain_inprocess", "W2_ceiling_no_queue", "W2_share_of_ceiling"],
     "W3": ["W3_efficiency"],
     "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms"],
     "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],

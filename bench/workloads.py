@@ -16,6 +16,7 @@ import uuid
 import redis
 
 import greenq
+from bench import ceiling
 from bench.peers import common
 from bench.peers.common import PROCESSES, BULK_CHUNK, job_params
 
@@ -123,7 +124,12 @@ def w2(ctx: Context, run: int) -> dict:
     ctx.clean()
     namespace = ctx.namespace("W2in", run)
     inprocess = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n), 0, INPROCESS_WORKERS)
-    return {"W2_drain": n / seconds, "W2_drain_inprocess": n / inprocess}
+    ctx.clean()
+    key = f"{ctx.namespace('W2ceil', run)}:rec"
+    bare = ceiling.drain_without_queue(ctx.admin, key, n, ctx.counts.drain_concurrency,
+                                       timeout_for(n))
+    return {"W2_drain": n / seconds, "W2_drain_inprocess": n / inprocess,
+            "W2_ceiling_no_queue": n / bare, "W2_share_of_ceiling": seconds and bare / seconds}
 
 
 def w3(ctx: Context, run: int) -> dict:
