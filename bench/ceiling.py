@@ -1,13 +1,15 @@
-"""W2's ceiling: what the same processes reach running only the job itself,
-with no queue at all. Every W2 job records itself in Redis (one redis-py
-pipeline, bench/peers/common.py), and that record costs the worker process
-more CPU than greenq's own share of a job; so no queue can drain faster
-than this on the same machine, and greenq's W2 is best read as a share of it.
+"""The ceilings of W2 and W3: what the same processes reach running only the
+job itself, with no queue at all. Every job records itself in Redis (one
+redis-py pipeline, bench/peers/common.py), and that record costs the worker
+process more CPU than greenq's own share of a job; so no queue can drain
+faster (W2) or closer to the ideal (W3) than this on the same machine, and
+greenq's figures are best read as a share of it.
 
-    python -m bench.ceiling JOBS GREENLETS    (one process; W2 starts two)
+    python -m bench.ceiling JOBS GREENLETS [SLEEP]   (one process; W2/W3 start two)
 
-Each process spawns JOBS calls of common.perform on a pool of GREENLETS
-greenlets, as a worker child would run them, with the record's key prefix
+Each process spawns JOBS calls of common.perform (sleeping SLEEP seconds
+first, as W3's jobs do) on a pool of GREENLETS greenlets, as a worker child
+would run them, with the record's key prefix
 from $BENCH_CEILING_KEY and the Redis from $BENCH_PEER_REDIS_URL; the span
 is read from the records, as for W2.
 """
@@ -32,15 +34,15 @@ URL_ENV = "BENCH_PEER_REDIS_URL"  # the Redis the jobs record in (bench.workload
 
 
 def drain_without_queue(client: redis.Redis, key: str, jobs: int, greenlets: int,
-                        timeout: float) -> float:
+                        timeout: float, sleep: float = 0.0) -> float:
     """Seconds from the first record's start to the last one's finish, with
     PROCESSES processes of `greenlets` greenlets sharing `jobs`. The
     processes start together, once both are up (as W2's jobs are queued
     before its workers start)."""
     env = {**os.environ, KEY_ENV: key}
     share = [jobs // PROCESSES + (1 if i < jobs % PROCESSES else 0) for i in range(PROCESSES)]
-    children = [subprocess.Popen([sys.executable, "-m", "bench.ceiling", str(n), str(greenlets)],
-                                 env=env, stdin=subprocess.DEVNULL)
+    children = [subprocess.Popen([sys.executable, "-m", "bench.ceiling", str(n), str(greenlets),
+                                  str(sleep)], env=env, stdin=subprocess.DEVNULL)
                 for n in share]
     try:
         deadline = time.monotonic() + timeout
@@ -62,8 +64,9 @@ def drain_without_queue(client: redis.Redis, key: str, jobs: int, greenlets: int
 
 def main(argv: list[str]) -> int:
     jobs, greenlets = int(argv[0]), int(argv[1])
+    sleep = float(argv[2]) if len(argv) > 2 else 0.0
     key = os.environ[KEY_ENV]
-    params = job_params(key)
+    params = job_params(key, **({"s": sleep} if sleep else {}))
     signals = redis.Redis.from_url(os.environ[URL_ENV])
     signals.incr(f"{key}:ready")
     signals.blpop([f"{key}:go"], timeout=0)

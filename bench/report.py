@@ -18,6 +18,7 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W2_ceiling_no_queue": ("jobs/s", True),
     "W2_share_of_ceiling": ("drain/ceiling", True),
     "W3_efficiency": ("ideal/measured", True),
+    "W3_ceiling_no_queue": ("ideal/measured", True),
     "W4_latency_p50_ms": ("ms", False),
     "W4_latency_p99_ms": ("ms", False),
     "W5_resources_jobs_per_s": ("jobs/s", True),
@@ -34,7 +35,7 @@ UNITS = {  # workload -> (unit, higher_is_better)
 GROUPS = {
     "W1": ["W1_submit_single", "W1_submit_bulk"],
     "W2": ["W2_drain", "W2_drain_inprocess", "W2_ceiling_no_queue", "W2_share_of_ceiling"],
-    "W3": ["W3_efficiency"],
+    "W3": ["W3_efficiency", "W3_ceiling_no_queue"],
     "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms"],
     "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],
     "W6": ["W6_round_trips_per_tick", "W6_redis_ms_per_tick", "W6_rss_bytes_per_running_job",

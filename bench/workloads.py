@@ -137,7 +137,12 @@ def w3(ctx: Context, run: int) -> dict:
     namespace = ctx.namespace("W3", run)
     jobs = noop_jobs(f"{namespace}:rec", c.sleepers, s=c.sleep_seconds)
     seconds = drained(ctx, namespace, jobs, PROCESSES, c.sleep_concurrency)
-    return {"W3_efficiency": c.ideal_sleep_wall() / seconds}
+    ctx.clean()
+    key = f"{ctx.namespace('W3ceil', run)}:rec"
+    bare = ceiling.drain_without_queue(ctx.admin, key, c.sleepers, c.sleep_concurrency,
+                                       timeout_for(c.sleepers), sleep=c.sleep_seconds)
+    return {"W3_efficiency": c.ideal_sleep_wall() / seconds,
+            "W3_ceiling_no_queue": c.ideal_sleep_wall() / bare}
 
 
 # -- W4: latency ---------------------------------------------------------------
