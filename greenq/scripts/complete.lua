@@ -26,15 +26,13 @@ drop_receipts(ARGV[3])
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, token, proc)
+  local f, code = check_finish(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     rcall("DEL", job_key)
     release(f[4], id)
     done = done + 1
     note_outcome(id, token, code)
-  else
-    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end

@@ -30,7 +30,7 @@ drop_receipts(ARGV[3])
 for i = 4, #ARGV, 4 do
   local id, token, error_text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, token, proc)
+  local f, code = check_finish(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     ended = ended + 1
@@ -45,8 +45,6 @@ for i = 4, #ARGV, 4 do
       release(f[4], id)
     end
     note_outcome(id, token, code)
-  else
-    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end

@@ -24,7 +24,7 @@ drop_receipts(ARGV[3])
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_lease(job_key, token, proc)
+  local f, code = check_finish(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
@@ -32,8 +32,6 @@ for i = 4, #ARGV, 2 do
     rcall("RPUSH", pending_key, id)
     given = given + 1
     note_outcome(id, token, code)
-  else
-    code = earlier_outcome(id, token) or code
   end
   codes[#codes + 1] = code
 end

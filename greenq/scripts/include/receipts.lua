@@ -7,7 +7,7 @@
 -- it has seen the replies of every finish it sent; the key expires after a
 -- day when a process dies idle, and a flush that reclaims a dead process'
 -- jobs deletes it.
--- Needs in scope: rcall, prefix, proc.
+-- Needs in scope: rcall, prefix, proc, check_lease.
 local receipts_key = prefix .. "receipts:" .. proc
 local RECEIPT_TTL_MS = 86400000
 local receipt_fields = {}
@@ -19,6 +19,15 @@ end
 -- The code an earlier send of this finish got, or nil.
 local function earlier_outcome(id, token)
   return tonumber(rcall("HGET", receipts_key, id .. " " .. token))
+end
+
+-- check_lease, then the receipts: the job's fields when `proc` still holds
+-- lease `token`; otherwise nil and the code an earlier send of this finish
+-- got, or else check_lease's code.
+local function check_finish(job_key, id, token)
+  local f, code = check_lease(job_key, token, proc)
+  if f then return f, code end
+  return nil, earlier_outcome(id, token) or code
 end
 
 local function note_outcome(id, token, code)
