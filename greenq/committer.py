@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 
 from . import config
-from .broker import CONNECTION_ERRORS, REDIS_TROUBLE, Broker
+from .broker import REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
 from .job import ROW, Job, decode_row

@@ -14,55 +14,9 @@ import pytest
 
 import greenq
 from conftest import TASKS, wait_until
+from processes import alive, title, worker_children
 
 GREENQ = [sys.executable, "-m", "greenq"]
-
-
-# -- processes, seen from outside --------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            raw = file.read()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-
-
-def worker_pids(parent: int) -> list[int]:
-    """Live worker children of `parent` (booting or running)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = _stat(int(entry))
-        if stat is None or stat[0] == "Z" or stat[1] != parent:
-            continue
-        name = title(int(entry))
-        if name.startswith("greenq: worker") or "greenq.child" in name:
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def ready_worker_pids(parent: int) -> list[int]:
-    """Worker children past their boot: their title shows their load."""
-    return [pid for pid in worker_pids(parent) if title(pid).endswith("busy")]
 
 
 class Run:
@@ -80,13 +34,13 @@ class Run:
         return self.log_path.read_text(errors="replace")
 
     def workers(self) -> list[int]:
-        pids = worker_pids(self.pid)
+        pids = worker_children(self.pid)
         self.seen_workers.update(pids)
         return pids
 
     def wait_ready(self, count: int, timeout: float = 30.0) -> list[int]:
         def ready():
-            pids = ready_worker_pids(self.pid)
+            pids = worker_children(self.pid, ready_only=True)
             self.seen_workers.update(pids)
             return pids if len(pids) == count and len(self.workers()) == count else None
         return wait_until(ready, timeout=timeout, interval=0.05)
@@ -104,7 +58,7 @@ class Run:
         wait_until(lambda: text in self.log(), timeout=timeout, interval=0.05)
 
     def kill_all(self) -> None:
-        self.seen_workers.update(worker_pids(self.pid))
+        self.seen_workers.update(worker_children(self.pid))
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
@@ -186,11 +140,11 @@ def test_a_child_killed_with_sigkill_is_replaced_and_its_job_is_flushed_and_retr
                               params=sleep_params(redis_url, key, 1, first=60))
     first_run = wait_until(lambda: r.lrange(key + ":started", 0, -1), timeout=30)
     victim = int(first_run[0].split()[1])
-    assert victim in worker_pids(os.getpid())
+    assert victim in worker_children(os.getpid())
 
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: any(name == "job_success" for name, _ in events), timeout=30)
-    wait_until(lambda: len(ready_worker_pids(os.getpid())) == 2, timeout=30)
+    wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 2, timeout=30)
 
     names = [name for name, _ in events]
     assert "job_fail" not in names
@@ -208,7 +162,7 @@ def test_a_child_killed_with_sigkill_is_replaced_and_its_job_is_flushed_and_retr
     assert success.attempts == 2
     assert r.hget(key + ":runs", 1) == b"2"
     assert done_numbers(r, key) == [1]
-    assert victim not in worker_pids(os.getpid())
+    assert victim not in worker_children(os.getpid())
     assert_queue_empty(r, namespace)
 
 
@@ -241,8 +195,8 @@ def test_a_task_that_kills_its_own_process_gets_its_child_replaced_and_the_job_f
     assert r.hlen(prefix + "locks") == 0
     [failed] = queue.failed_jobs()
     assert failed.id == job_id and failed.resource_id == "res-1"
-    wait_until(lambda: len(ready_worker_pids(os.getpid())) == 2, timeout=30)
-    assert dead not in worker_pids(os.getpid())
+    wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 2, timeout=30)
+    assert dead not in worker_children(os.getpid())
 
 
 def test_a_task_that_kills_its_own_process_once_succeeds_on_its_retry(
@@ -349,7 +303,7 @@ def test_an_idle_child_killed_from_outside_is_replaced_under_the_same_index(gree
 
     os.kill(victim, signal.SIGKILL)
 
-    after = wait_until(lambda: (pids := ready_worker_pids(run.pid)) and len(pids) == 2
+    after = wait_until(lambda: (pids := worker_children(run.pid, ready_only=True)) and len(pids) == 2
                        and victim not in pids and pids, timeout=30)
     replacement = (set(after) - set(before)).pop()
     assert title(replacement) == "greenq: worker 2/2 [default] 0/3 busy"
@@ -521,7 +475,7 @@ def test_sighup_replaces_the_children_and_every_job_completes_exactly_once(
     run.send(signal.SIGHUP)
 
     wait_until(lambda: r.llen(key + ":done") >= 20, timeout=60)
-    after = wait_until(lambda: (pids := ready_worker_pids(run.pid)) and len(pids) == 2
+    after = wait_until(lambda: (pids := worker_children(run.pid, ready_only=True)) and len(pids) == 2
                        and not set(pids) & set(before) and pids, timeout=30)
     # An old child may still be committing its last outcomes when its
     # replacement is ready; it must exit soon after.
@@ -655,7 +609,7 @@ def test_an_embedded_master_shutdown_with_a_timeout_gives_running_jobs_back(
     job_id = queue.submit_job("proc.sleep", resource_id="res-1",
                               params=sleep_params(redis_url, key, 1, first=60))
     wait_until(lambda: r.llen(key + ":started") == 1, timeout=30)
-    [child] = worker_pids(os.getpid())
+    [child] = worker_children(os.getpid())
 
     began = time.monotonic()
     queue.shutdown(timeout=0.5)

@@ -19,6 +19,8 @@ from collections import Counter, namedtuple
 
 import pytest
 
+from processes import alive, worker_children
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(TESTS)
 TASK_FILE = os.path.join(TESTS, "tasks", "fault_log_sleep.py")
@@ -121,45 +123,6 @@ def assert_queue_empty(r, prefix: str) -> None:
 
 
 # -- processes, seen from outside ------------------------------------------------
-
-
-def _stat(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def worker_children(parent: int, ready_only: bool = False) -> list[int]:
-    """Live greenq worker children of `parent`; `ready_only`: past their boot
-    (their process title shows their load)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = _stat(int(entry))
-        if stat is None or stat[0] == "Z" or stat[1] != parent:
-            continue
-        name = cmdline(int(entry))
-        if name.startswith("greenq: worker") or "greenq.child" in name:
-            if not ready_only or name.endswith("busy"):
-                pids.append(int(entry))
-    return sorted(pids)
 
 
 def redis_connections_by_pid(client, pids) -> dict[int, int]:

@@ -16,7 +16,8 @@ import signal
 import pytest
 
 from conftest import wait_until
-from sidelog import TASK_ID, GreenqRun, SideLog, alive, assert_queue_empty, wait_gone
+from processes import alive
+from sidelog import TASK_ID, GreenqRun, SideLog, assert_queue_empty, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,6 @@ params: url, prefix (the queue's key prefix), marker (a key), role:
 import os
 import signal
 
-import gevent
 import redis
 
 id = "proc.race"
