@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from conftest import wait_until
+import greenq
 from greenq import GreenQueue
 from greenq.queue import new_job_id
 from redis_server import RedisServer
@@ -47,6 +48,7 @@ def job(side, n, resource=None, retries=0, **params):
 # force_flush_stale_jobs() for `seconds`, and writes the ids it reclaimed.
 FLUSHER = r'''
 import json, os, sys, time
+import greenq
 from greenq import GreenQueue
 
 url, ns, go, out, seconds = sys.argv[1:6]
@@ -162,6 +164,7 @@ def test_a_finish_racing_stale_flushes_from_several_processes_has_exactly_one_wi
 # token) pairs one script call each, as the process `proc` holding them.
 COMPLETER = r'''
 import json, os, sys, time
+import greenq
 from greenq import GreenQueue
 
 url, ns, go, out, proc, pairs = sys.argv[1:7]
@@ -445,4 +448,75 @@ def test_a_submit_whose_reply_timed_out_landed_once_and_its_re_send_adds_nothing
         for q in (worker, queue):
             if q is not None:
                 q.shutdown(timeout=5)
+        server.close()
+
+
+FINISH_TASK = '''
+import time
+id = "race.finish"
+timeout = 30.0
+
+def perform(params):
+    time.sleep(params["s"])
+    if params["fail"]:
+        raise RuntimeError("boom")
+'''
+
+
+@pytest.mark.parametrize("outcome", ["success", "retry", "fail"])
+def test_a_finish_whose_reply_timed_out_is_sent_again_and_reported_once_with_its_first_outcome(
+        tmp_path, outcome):
+    """Redis busy (DEBUG SLEEP) past the worker's socket timeout just as a
+    job finishes: the committer's round trip times out, Redis runs the
+    finish when it gets to it, and the committer sends it again. The receipt
+    the first send left makes the re-send report that outcome once:
+    job_success, or job_retry / job_fail for a failed run (a retried job's
+    record is pending again, so without the receipt its re-send looked like
+    a lost lease and the job_retry went missing)."""
+    from gevent import monkey
+
+    task_file = tmp_path / "race_finish.py"
+    task_file.write_text(FINISH_TASK)
+    server = RedisServer(extra_args=("--enable-debug-command", "yes")).start()
+    worker = None
+    try:
+        worker = GreenQueue(redis_config={"host": "127.0.0.1", "port": server.port,
+                                          "socket_timeout": 0.3}, namespace="refinish",
+                            worker_count=2)
+        worker.register_task(str(task_file))
+        events: dict[str, list] = {name: [] for name in ("job_success", "job_retry", "job_fail",
+                                                         "error")}
+        for name, seen in events.items():
+            worker.on(name, seen.append)
+        worker.start()
+        admin = server.client()
+        job_id = worker.submit_job("race.finish", params={"s": 0.6, "fail": outcome != "success"},
+                                   retries=1 if outcome == "retry" else 0)
+        wait_until(lambda: admin.hget(worker.keys.job(job_id), "state") == b"active", timeout=10)
+        # The job ends at ~0.6 s, inside this 1.5 s sleep; DEBUG SLEEP blocks
+        # its caller too: a native thread with its own client.
+        sleeper = server.client(socket_timeout=10)
+        thread = monkey.get_original("threading", "Thread")(
+            target=lambda: sleeper.execute_command("DEBUG", "SLEEP", 1.5), daemon=True)
+        thread.start()
+
+        expected = {"success": "job_success", "retry": "job_retry", "fail": "job_fail"}[outcome]
+        wait_until(lambda: events[expected], timeout=20)
+        if outcome == "retry":  # its second run (no sleep in Redis now) fails for good
+            wait_until(lambda: events["job_fail"], timeout=20)
+        time.sleep(0.5)  # room for a wrong second report
+        assert [job.id for job in events[expected]] == [job_id]
+        others = {name: seen for name, seen in events.items()
+                  if name not in (expected, "error") and not (outcome == "retry" and name == "job_fail")}
+        assert all(not seen for seen in others.values()), others
+        assert not [e for e in events["error"] if isinstance(e, greenq.LeaseLostError)], events["error"]
+        assert any(isinstance(e, greenq.BrokerError) for e in events["error"]), \
+            "the finish's round trip was expected to time out"
+        if outcome == "success":
+            assert not admin.exists(worker.keys.job(job_id))
+        else:
+            assert admin.lrange(worker.keys.failed, 0, -1) == [job_id.encode()]
+    finally:
+        if worker is not None:
+            worker.shutdown(timeout=5)
         server.close()
