@@ -143,7 +143,7 @@ class Broker:
     def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
                     timeouts: Sequence) -> tuple:
         k = self.keys
-        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed),
+        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
@@ -155,15 +155,15 @@ class Broker:
     def wait_and_fetch(self, client: Client, seconds: float, process_id: str, max_jobs: int,
                        default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
         """Block until a job is pending (or `seconds` pass), then fetch, in one
-        round trip. BLMOVE from the pending list to itself is a no-op rotation
-        that returns as soon as an id is there, and Redis runs the fetch
-        pipelined behind it the moment it returns, so a job submitted to idle
-        workers leases without a second hop. A wait
-        that timed out costs one fetch that finds nothing."""
-        pending = self.keys.pending
+        round trip. The wait is a BLMOVE of the oldest pending id to the
+        hand-off list, so each id wakes one waiting process (not every idle
+        one), and Redis runs the fetch pipelined behind it, which leases the
+        handed-off id first, the moment the wait returns. A wait that timed
+        out costs one fetch that finds nothing."""
+        k = self.keys
         [(jobs, problems)] = self._pipeline(
             client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)],
-            before=[("BLMOVE", pending, pending, "RIGHT", "RIGHT", seconds)])
+            before=[("BLMOVE", k.pending, k.handoff, "RIGHT", "LEFT", seconds)])
         return jobs, problems
 
     def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
@@ -243,9 +243,10 @@ class Broker:
     def stats(self) -> dict[str, int]:
         k = self.keys
         pipe = self.shared.pipeline(transaction=True)
-        pipe.llen(k.pending).llen(k.failed).hmget(k.counts, "active", "waiting").hlen(k.locks)
-        pending, failed, (active, waiting), locked = pipe.execute()
-        return {"pending": pending, "active": int(active or 0), "waiting": int(waiting or 0),
+        pipe.llen(k.pending).llen(k.handoff).llen(k.failed)
+        pipe.hmget(k.counts, "active", "waiting").hlen(k.locks)
+        pending, handed_off, failed, (active, waiting), locked = pipe.execute()
+        return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
                 "failed": failed, "locked_resources": locked}
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:

@@ -12,11 +12,14 @@ class Keys:
     Lua scripts from `prefix`.
     """
 
-    __slots__ = ("prefix", "pending", "locks", "counts", "failed", "procs", "beats", "clock")
+    __slots__ = ("prefix", "pending", "handoff", "locks", "counts", "failed", "procs", "beats", "clock")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
         self.pending = self.prefix + "pending"  # LIST runnable job ids
+        # LIST ids an idle fetcher's wait took from pending, leased by the
+        # fetch pipelined behind that wait (or by any later fetch).
+        self.handoff = self.prefix + "handoff"
         self.locks = self.prefix + "locks"      # HASH resource -> holding job id
         self.counts = self.prefix + "counts"    # HASH active / waiting counters
         self.failed = self.prefix + "failed"    # LIST failed job ids, oldest first

@@ -3,7 +3,8 @@
 One fetching greenlet per process leases as many jobs as there are free
 slots in one round trip, and blocks in Redis (BLMOVE, the fetch pipelined
 behind it) when there are none, so an idle worker starts a new job one
-round trip after its submit.
+round trip after its submit, and each job submitted wakes one idle process,
+not all of them.
 """
 
 from __future__ import annotations
@@ -186,8 +187,11 @@ class Worker:
         if self._fetcher is not None:
             if self._parked:
                 # Only a wait is lost, unless the fetch pipelined behind it
-                # had just leased jobs: those are given back below.
+                # had just leased jobs: those are given back below. Closing
+                # the connection ends the wait in Redis too, or a job that
+                # arrived while running jobs finish would be leased to us.
                 self._fetcher.kill()
+                self._client.disconnect()
                 self._orphans_possible = True
             self._fetcher.join()
             if self._orphans_possible:

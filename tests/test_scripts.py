@@ -216,6 +216,41 @@ def test_fetch_from_an_empty_queue_returns_nothing_and_registers_no_process(q):
     assert q.counts()["active"] == 0
 
 
+def test_each_submitted_job_wakes_one_waiting_process_whose_fetch_leases_it(q):
+    waiters = {proc: q.b.script_channel() for proc in (P1, P2)}
+    try:
+        waits = {proc: gevent.spawn(q.b.wait_and_fetch, channel, 5, proc, 10, DEFAULT_MS, [])
+                 for proc, channel in waiters.items()}
+        gevent.sleep(0.2)  # both blocked in Redis
+        first = q.submit()
+        woken = gevent.wait(list(waits.values()), count=1, timeout=3)
+        gevent.sleep(0.2)  # a second waiter, were it woken too, would be back by now
+        assert len([w for w in waits.values() if w.ready()]) == 1
+        [(winner, wait)] = [(proc, w) for proc, w in waits.items() if w in woken]
+        rows, problems = wait.get()
+        assert problems == [] and rows[0].decode() == first and len(rows) == 9
+        assert q.owned(winner) == {first: DEFAULT_MS}
+        second = q.submit()
+        [(loser, wait)] = [(proc, w) for proc, w in waits.items() if proc != winner]
+        rows, problems = wait.get(timeout=3)
+        assert rows[0].decode() == second and q.owned(loser) == {second: DEFAULT_MS}
+        assert not q.r.exists(q.k.handoff) and q.pending() == []
+    finally:
+        for channel in waiters.values():
+            channel.disconnect()
+
+
+def test_a_job_handed_to_a_waiter_that_died_before_its_fetch_is_leased_first_by_any_process(q):
+    older, newer = q.submit(), q.submit()
+    # What a waiter's BLMOVE does; its process died before the fetch behind it ran.
+    q.r.lmove(q.k.pending, q.k.handoff, "RIGHT", "LEFT")
+    assert q.pending() == [newer]
+    assert q.b.stats()["pending"] == 2
+    assert q.lease(P2)[0] == older
+    assert q.lease(P2)[0] == newer
+    assert not q.r.exists(q.k.handoff) and q.b.stats()["pending"] == 0
+
+
 def test_fetch_drops_a_pending_id_without_a_record_and_reports_it(q):
     q.r.lpush(q.k.pending, "ghost")
     good = q.submit("t")

@@ -9,6 +9,10 @@
     KEYS[3] beats    HASH process id -> last heartbeat ms
     KEYS[4] counts   HASH "active", "waiting" counters
     KEYS[5] failed   LIST of failed job ids
+    KEYS[6] handoff  LIST of ids a waiting fetcher moved out of pending (see
+                     Broker.wait_and_fetch); older than any pending id, so
+                     leased first. Any process's fetch takes them: one whose
+                     waiter died before its fetch ran is not stranded.
     ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
     ARGV[2] process id
     ARGV[3] max jobs
@@ -21,8 +25,8 @@
           missing record is dropped; any other value is kept as a failed job)
 ]]
 local rcall = redis.call
-local pending_key, procs_key, beats_key, counts_key, failed_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, proc = ARGV[1], ARGV[2]
 local max_jobs, default_timeout = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- @include now_ms
@@ -36,7 +40,7 @@ local owned_key = prefix .. "owned:" .. proc
 local jobs, problems = {}, {}
 local leased = 0
 for _ = 1, max_jobs do
-  local id = rcall("RPOP", pending_key)
+  local id = rcall("RPOP", handoff_key) or rcall("RPOP", pending_key)
   if not id then break end
   local job_key = prefix .. "job:" .. id
   local kind = rcall("TYPE", job_key).ok
