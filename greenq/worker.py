@@ -113,7 +113,10 @@ class Worker:
             self.health.ok()
             for problem in problems:
                 self.emit("error", BrokerError(problem.decode("utf-8", "replace")))
-            queue_was_empty = not rows
+            # Fewer than asked for: the queue ran dry, so the next call waits
+            # (a BLMOVE returns at once if jobs arrived meanwhile) instead of
+            # a fetch that would likely find nothing and cost a round trip.
+            queue_was_empty = len(rows) < free * ROW
             for start in range(0, len(rows), ROW):
                 self._start_job(rows[start:start + ROW])
 
