@@ -119,6 +119,10 @@ class Worker:
             queue_was_empty = len(rows) < free * ROW
             for start in range(0, len(rows), ROW):
                 self._start_job(rows[start:start + ROW])
+            if rows:
+                # Let the jobs just spawned start before the next fetch is
+                # packed and sent: a woken idle worker starts its job sooner.
+                gevent.sleep(0)
 
     def _give_back_orphans(self) -> None:
         """Jobs Redis says we hold but we do not run: leased by a fetch whose
