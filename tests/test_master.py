@@ -15,6 +15,7 @@ import pytest
 import greenq
 from conftest import TASKS, wait_until
 from processes import alive, title, worker_children
+from queue_state import assert_queue_empty, queued_ids
 
 GREENQ = [sys.executable, "-m", "greenq"]
 
@@ -114,17 +115,6 @@ def done_numbers(r, key) -> list[int]:
     return sorted(int(n) for n in r.lrange(key + ":done", 0, -1))
 
 
-def assert_queue_empty(r, namespace) -> None:
-    prefix = prefix_of(namespace)
-    assert r.llen(prefix + "pending") == 0
-    assert r.llen(prefix + "failed") == 0
-    counts = r.hgetall(prefix + "counts")
-    assert int(counts.get(b"active", 0)) == 0
-    assert int(counts.get(b"waiting", 0)) == 0
-    assert r.hlen(prefix + "locks") == 0
-    assert r.keys(prefix + "job:*") == []
-
-
 # -- child processes restarted, and what happens to their jobs ------------------
 
 
@@ -163,7 +153,7 @@ def test_a_child_killed_with_sigkill_is_replaced_and_its_job_is_flushed_and_retr
     assert r.hget(key + ":runs", 1) == b"2"
     assert done_numbers(r, key) == [1]
     assert victim not in worker_children(os.getpid())
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 def test_a_task_that_kills_its_own_process_gets_its_child_replaced_and_the_job_failed_after_a_stale_flush(
@@ -222,7 +212,7 @@ def test_a_task_that_kills_its_own_process_once_succeeds_on_its_retry(
     assert success.id == job_id and success.attempts == 2 and success.retries == 0
     assert r.get(key + ":runs") == b"2"
     assert r.lrange(key + ":done", 0, -1) == [b"2"]
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 @pytest.mark.parametrize("how, children, last", [
@@ -262,7 +252,7 @@ def test_a_killed_master_leaves_no_orphans_and_its_running_job_goes_back_to_the_
 
     wait_until(lambda: not any(alive(pid) for pid in children), timeout=10)
     prefix = prefix_of(namespace)
-    wait_until(lambda: r.lrange(prefix + "pending", 0, -1) == [job_id.encode()], timeout=10)
+    wait_until(lambda: queued_ids(r, prefix) == [job_id.encode()], timeout=10)
     assert r.hget(prefix + f"job:{job_id}", "state") == b"pending"
     assert r.hget(prefix + f"job:{job_id}", "attempts") == b"0"
     assert int(r.hget(prefix + "counts", "active") or 0) == 0
@@ -365,7 +355,7 @@ def test_a_child_killed_in_the_middle_of_many_jobs_loses_none_of_them(
     runs = {int(n): int(count) for n, count in r.hgetall(key + ":runs").items()}
     assert set(runs) == set(range(100)) and max(runs.values()) == 2
     assert runs[interrupted] == 2
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 def test_a_success_a_child_committed_just_before_it_died_still_reaches_the_master(
@@ -420,7 +410,7 @@ def test_sigterm_lets_running_jobs_finish_then_exits_0(greenq_run, submitter, r,
     assert run.wait(30) == 0
     assert done_numbers(r, key) == [0, 1, 2, 3]
     assert started_numbers(r, key) == [0, 1, 2, 3]
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
     assert "SIGTERM: graceful shutdown" in run.log()
 
 
@@ -459,7 +449,7 @@ def test_a_second_sigint_gives_running_jobs_back_uncounted_for_the_next_worker(
     assert done_numbers(r, key) == [0, 1, 2]
     again.send(signal.SIGTERM)
     assert again.wait(30) == 0
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 def test_sighup_replaces_the_children_and_every_job_completes_exactly_once(
@@ -488,7 +478,7 @@ def test_sighup_replaces_the_children_and_every_job_completes_exactly_once(
     assert ") died (" not in run.log()
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
@@ -639,7 +629,7 @@ def test_twenty_read_modify_write_jobs_on_one_resource_over_eight_children_count
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
     assert r.get(key) == b"20"
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))
 
 
 def test_twenty_thousand_jobs_through_four_children_give_twenty_thousand_success_events(
@@ -658,4 +648,4 @@ def test_twenty_thousand_jobs_through_four_children_give_twenty_thousand_success
     assert len(succeeded) == 20_000
     assert set(succeeded) == set(ids)
     assert queue.stats()["failed"] == 0
-    assert_queue_empty(r, namespace)
+    assert_queue_empty(r, prefix_of(namespace))

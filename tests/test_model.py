@@ -27,6 +27,7 @@ class Model:
         self.retries: dict[str, int] = {}
         self.state: dict[str, str] = {}
         self.pending: deque[str] = deque()          # left = newest, right = next to run
+        self.handoff: deque[str] = deque()          # taken from pending by a waiter, leased first
         self.waiting: dict[str, deque[str]] = {}
         self.locks: dict[str, str] = {}
         self.owned: dict[str, dict[str, str]] = {p: {} for p in PROCS}  # proc -> id -> token
@@ -100,13 +101,22 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 m.submitted.setdefault(resource, []).append(job_id)
             m.enqueue(job_id)
 
-        @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3))
-        def fetch(self, proc, count):
-            rows, problems = self.broker.fetch(self.broker.shared, proc, count, TIMEOUT_MS, [])
+        @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3), wait=st.booleans())
+        def fetch(self, proc, count, wait):
+            m = self.model
+            if wait:  # an idle worker's wait (10 ms at most) with the fetch behind it
+                rows, problems = self.broker.wait_and_fetch(
+                    self.broker.shared, 0.01, proc, count, TIMEOUT_MS, [])
+                if m.pending:
+                    m.handoff.appendleft(m.pending.pop())
+            else:
+                rows, problems = self.broker.fetch(self.broker.shared, proc, count, TIMEOUT_MS, [])
             assert problems == []
             got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
-            m = self.model
-            expected = [m.pending.pop() for _ in range(min(count, len(m.pending)))]
+            expected = []
+            for _ in range(count):
+                if m.handoff or m.pending:
+                    expected.append((m.handoff or m.pending).pop())
             assert [job_id for job_id, _ in got] == expected
             for job_id, token in got:
                 m.owned[proc][job_id] = token
@@ -114,6 +124,13 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 if m.resource[job_id] is not None:
                     assert m.locks[m.resource[job_id]] == job_id
                     m.started.setdefault(m.resource[job_id], []).append(job_id)
+
+        @rule()
+        def a_waiter_takes_the_next_id_and_dies_before_its_fetch(self):
+            m = self.model
+            if m.pending:
+                client.lmove(self.keys.pending, self.keys.handoff, "RIGHT", "LEFT")
+                m.handoff.appendleft(m.pending.pop())
 
         def _some_running(self, data, proc):
             running = sorted(self.model.owned[proc])
@@ -200,6 +217,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             ids = sorted(m.state)
             pipe = client.pipeline(transaction=True)
             pipe.lrange(k.pending, 0, -1).lrange(k.failed, 0, -1).hgetall(k.locks)
+            pipe.lrange(k.handoff, 0, -1)
             for res in ("r1", "r2"):
                 pipe.lrange(k.wait(res), 0, -1)
             for proc in PROCS:
@@ -209,7 +227,8 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             replies = pipe.execute()
             strings = lambda items: [x.decode() for x in items]  # noqa: E731
             pending, failed, locks = strings(replies[0]), strings(replies[1]), replies[2]
-            assert pending == list(m.pending)
+            handoff = strings(replies.pop(3))
+            assert pending == list(m.pending) and handoff == list(m.handoff)
             assert failed == m.failed
             assert {a.decode(): b.decode() for a, b in locks.items()} == m.locks
             assert strings(replies[3]) == list(m.waiting.get("r1", ()))
@@ -217,7 +236,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             for proc, owned in zip(PROCS, replies[5:7]):
                 assert set(strings(owned)) == set(m.owned[proc])
             # each job in exactly one place, and its record says so
-            places = pending + failed + [j for q in m.waiting.values() for j in q] \
+            places = pending + handoff + failed + [j for q in m.waiting.values() for j in q] \
                 + [j for p in PROCS for j in m.owned[p]]
             assert sorted(places) == ids
             assert strings(replies[7:]) == [m.state[j] for j in ids]
@@ -226,7 +245,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 first_runs = list(dict.fromkeys(order))
                 assert first_runs == m.submitted[res][:len(first_runs)]
             stats = self.broker.stats()
-            assert stats["pending"] == len(m.pending)
+            assert stats["pending"] == len(m.pending) + len(m.handoff)
             assert stats["failed"] == len(m.failed)
             assert stats["waiting"] == sum(len(q) for q in m.waiting.values())
             assert stats["active"] == sum(len(o) for o in m.owned.values())

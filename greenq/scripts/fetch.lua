@@ -10,9 +10,9 @@
     KEYS[4] counts   HASH "active", "waiting" counters
     KEYS[5] failed   LIST of failed job ids
     KEYS[6] handoff  LIST of ids a waiting fetcher moved out of pending (see
-                     Broker.wait_and_fetch); older than any pending id, so
-                     leased first. Any process's fetch takes them: one whose
-                     waiter died before its fetch ran is not stranded.
+                     Broker.wait_and_fetch); they were next in line, so they
+                     are leased first. Any process's fetch takes them: one
+                     whose waiter died before its fetch ran is not stranded.
     ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
     ARGV[2] process id
     ARGV[3] max jobs

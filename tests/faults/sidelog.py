@@ -110,18 +110,6 @@ class SideLog:
             return "<no log>"
 
 
-def assert_queue_empty(r, prefix: str) -> None:
-    """Nothing left of a queue but bookkeeping: no job, lock, wait list or count."""
-    assert r.llen(prefix + "pending") == 0
-    assert r.llen(prefix + "failed") == 0
-    counts = r.hgetall(prefix + "counts")
-    assert int(counts.get(b"active", 0)) == 0, counts
-    assert int(counts.get(b"waiting", 0)) == 0, counts
-    assert r.hlen(prefix + "locks") == 0
-    assert r.keys(prefix + "job:*") == []
-    assert r.keys(prefix + "wait:*") == []
-
-
 # -- processes, seen from outside ------------------------------------------------
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import wait_until
 from processes import alive
-from sidelog import TASK_ID, GreenqRun, SideLog, assert_queue_empty, wait_gone
+from queue_state import assert_queue_empty, queued_ids
+from sidelog import TASK_ID, GreenqRun, SideLog, wait_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,7 +138,7 @@ def test_a_killed_master_leaves_no_orphans_and_a_new_worker_runs_every_job_to_it
     if not with_children:
         # Given back untouched, at once: no stale flush, no attempt counted.
         wait_until(lambda: int(r.hget(prefix + "counts", "active") or 0) == 0, timeout=10)
-        assert sorted(r.lrange(prefix + "pending", 0, -1)) == sorted(i.encode() for i in ids[:4])
+        assert sorted(queued_ids(r, prefix)) == sorted(i.encode() for i in ids[:4])
         assert [r.hget(prefix + f"job:{i}", "attempts") for i in ids[:4]] == [b"0"] * 4
     assert int(r.hget(prefix + "counts", "waiting")) == 4
 
@@ -174,7 +175,7 @@ def test_sigterm_lets_the_running_jobs_end_once_takes_no_new_one_and_exits_0(
     for n in started:  # each ended in the process that started it
         assert side.lines_of(n, "start")[0].pid == side.lines_of(n, "end")[0].pid
     untouched = sorted(ids[n].encode() for n in range(8) if n not in started)
-    assert sorted(r.lrange(prefix + "pending", 0, -1)) == untouched
+    assert sorted(queued_ids(r, prefix)) == untouched
     for job_id in untouched:
         assert r.hmget(prefix + f"job:{job_id.decode()}", "state", "attempts") == [b"pending", b"0"]
     assert int(r.hget(prefix + "counts", "active") or 0) == 0

@@ -23,7 +23,8 @@ import greenq
 from greenq import GreenQueue
 from greenq.queue import new_job_id
 from redis_server import RedisServer
-from sidelog import (ROOT, TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog, assert_queue_empty,
+from queue_state import assert_queue_empty
+from sidelog import (ROOT, TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog,
                      redis_connections_by_pid)
 
 pytestmark = pytest.mark.timeout(120)

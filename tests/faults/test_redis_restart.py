@@ -17,7 +17,8 @@ import greenq
 from conftest import wait_until
 from greenq import GreenQueue
 from redis_server import RedisServer
-from sidelog import TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog, assert_queue_empty
+from queue_state import assert_queue_empty
+from sidelog import TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog
 
 pytestmark = pytest.mark.timeout(120)
 
