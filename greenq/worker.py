@@ -194,12 +194,11 @@ class Worker:
         if self._fetcher is not None:
             if self._parked:
                 # Only a wait is lost, unless the fetch pipelined behind it
-                # had just leased jobs: those are given back below. The
-                # connection must close (redis-py closes it when a read is
-                # interrupted; this says so) to end the wait in Redis too, or a
-                # job arriving while running jobs finish would be leased to us.
+                # had just leased jobs: those are given back below. redis-py
+                # closes a connection whose read was interrupted, which ends
+                # the wait in Redis too: no job arriving while running jobs
+                # finish is leased to us.
                 self._fetcher.kill()
-                self._client.disconnect()
                 self._orphans_possible = True
             self._fetcher.join()
             if self._orphans_possible:
