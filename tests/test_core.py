@@ -15,6 +15,7 @@ import pytest
 
 import greenq
 from conftest import TASKS, wait_until
+from queue_state import assert_queue_empty
 
 
 def task_module(name: str) -> types.ModuleType:
@@ -41,14 +42,8 @@ def namespace_keys(r, namespace: str) -> list[bytes]:
 
 def assert_queue_is_empty_in_redis(r, namespace: str) -> None:
     """Nothing queued, running, locked or remembered for the default queue."""
-    p = prefix(namespace)
-    assert r.llen(p + "pending") == 0
-    assert r.llen(p + "failed") == 0
-    assert r.hlen(p + "locks") == 0
-    assert r.zcard(p + "procs") == 0
-    assert int(r.hget(p + "counts", "active") or 0) == 0
-    assert int(r.hget(p + "counts", "waiting") or 0) == 0
-    assert [k for k in namespace_keys(r, namespace) if b":job:" in k] == []
+    assert_queue_empty(r, prefix(namespace))
+    assert r.zcard(prefix(namespace) + "procs") == 0
 
 
 # -- seed behaviours ---------------------------------------------------------

@@ -216,8 +216,8 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             m, k = self.model, self.keys
             ids = sorted(m.state)
             pipe = client.pipeline(transaction=True)
-            pipe.lrange(k.pending, 0, -1).lrange(k.failed, 0, -1).hgetall(k.locks)
-            pipe.lrange(k.handoff, 0, -1)
+            pipe.lrange(k.pending, 0, -1).lrange(k.handoff, 0, -1).lrange(k.failed, 0, -1)
+            pipe.hgetall(k.locks)
             for res in ("r1", "r2"):
                 pipe.lrange(k.wait(res), 0, -1)
             for proc in PROCS:
@@ -226,20 +226,20 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 pipe.hget(k.job(job_id), "state")
             replies = pipe.execute()
             strings = lambda items: [x.decode() for x in items]  # noqa: E731
-            pending, failed, locks = strings(replies[0]), strings(replies[1]), replies[2]
-            handoff = strings(replies.pop(3))
+            pending, handoff, failed = (strings(reply) for reply in replies[:3])
+            locks = replies[3]
             assert pending == list(m.pending) and handoff == list(m.handoff)
             assert failed == m.failed
             assert {a.decode(): b.decode() for a, b in locks.items()} == m.locks
-            assert strings(replies[3]) == list(m.waiting.get("r1", ()))
-            assert strings(replies[4]) == list(m.waiting.get("r2", ()))
-            for proc, owned in zip(PROCS, replies[5:7]):
+            assert strings(replies[4]) == list(m.waiting.get("r1", ()))
+            assert strings(replies[5]) == list(m.waiting.get("r2", ()))
+            for proc, owned in zip(PROCS, replies[6:8]):
                 assert set(strings(owned)) == set(m.owned[proc])
             # each job in exactly one place, and its record says so
             places = pending + handoff + failed + [j for q in m.waiting.values() for j in q] \
                 + [j for p in PROCS for j in m.owned[p]]
             assert sorted(places) == ids
-            assert strings(replies[7:]) == [m.state[j] for j in ids]
+            assert strings(replies[8:]) == [m.state[j] for j in ids]
             # one holder per resource (the lock), and first runs in submission order
             for res, order in m.started.items():
                 first_runs = list(dict.fromkeys(order))
