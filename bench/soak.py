@@ -75,7 +75,6 @@ def main(argv=None) -> int:
     import signal
     import subprocess
     import sys
-    import time
 
     from tqdm import tqdm
 
