@@ -13,9 +13,9 @@ TLS, AUTH and error replies are still redis-py's Connection's business.
 from __future__ import annotations
 
 import contextlib
+import queue
 from typing import Any, Iterator, Sequence
 
-import gevent.queue
 import redis
 from redis.exceptions import ResponseError
 
@@ -23,13 +23,12 @@ from . import config
 
 
 class ScriptChannel:
-    """One connection, used by one greenlet at a time."""
+    """One connection, used by one greenlet (or thread) at a time."""
+
+    __slots__ = ("connection",)
 
     def __init__(self, connection: redis.connection.AbstractConnection) -> None:
         self.connection = connection
-        # Sent and answered at least once: a failure may then be a connection
-        # the server closed while it sat idle (see ChannelPool.execute).
-        self.used = False
 
     def execute(self, commands: Sequence[Sequence[Any]]) -> list:
         """Send `commands` in one write and return their replies in order;
@@ -46,62 +45,62 @@ class ScriptChannel:
                 replies.append(connection.read_response())
             except ResponseError as exc:  # read in full: the connection stays in step
                 replies.append(exc)
-        self.used = True
         return replies
 
     def disconnect(self) -> None:
         self.connection.disconnect()
-        self.used = False
 
 
-class ChannelPool:
-    """Up to `size` channels shared by the greenlets of one process; a caller
-    waits for a free one (bounded connections) for at most the socket
-    timeout."""
+class ChannelPool(redis.BlockingConnectionPool):
+    """The process' shared connections, at most `size`: redis-py's client
+    (queries, admin calls) checks them out as usual, and the hot paths borrow
+    them as script channels. A caller waits for a free one for at most the
+    socket timeout.
+
+    redis-py's pool does the bounding and the waiting: its queue is the
+    standard library's, so a connection freed in one thread wakes a waiter in
+    another in an unpatched program, and a greenlet in a patched one; it
+    opens a connection only for a free slot, and after a fork starts afresh.
+    `borrow` skips only the readiness poll of `get_connection` (a select call,
+    about 20 us under gevent): a channel reads every reply it asks for, and a
+    connection Redis closed while idle shows on the write (see `execute`)."""
 
     def __init__(self, connection_kwargs: dict[str, Any], size: int) -> None:
-        self._factory = redis.ConnectionPool(max_connections=size, **connection_kwargs)
-        self._idle: gevent.queue.LifoQueue = gevent.queue.LifoQueue()
-        self._all: list[ScriptChannel] = []
-        self._size = size
+        super().__init__(max_connections=size, timeout=config.SOCKET_TIMEOUT, **connection_kwargs)
 
     def new_channel(self) -> ScriptChannel:
         """A channel of its own, outside the shared ones (a fetcher, a committer)."""
-        kwargs = dict(self._factory.connection_kwargs)
-        return ScriptChannel(self._factory.connection_class(**kwargs))
+        return ScriptChannel(self.connection_class(**self.connection_kwargs))
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[ScriptChannel]:
-        if self._idle.empty() and len(self._all) < self._size:
-            self._all.append(self.new_channel())
-            self._idle.put(self._all[-1])
+        self._checkpid()
         try:
-            channel = self._idle.get(timeout=config.SOCKET_TIMEOUT)
-        except gevent.queue.Empty:
+            connection = self.pool.get(timeout=self.timeout)  # None: a slot to open one in
+        except queue.Empty:
             raise redis.ConnectionError(
-                f"no free Redis connection within {config.SOCKET_TIMEOUT:g} s "
-                f"({self._size} in use)") from None
+                f"no free Redis connection within {self.timeout:g} s "
+                f"({self.max_connections} in use)") from None
         try:
-            yield channel
+            if connection is None:
+                connection = self.make_connection()
+            yield ScriptChannel(connection)
         finally:
-            self._idle.put(channel)
+            self.pool.put_nowait(connection)
 
     def execute(self, commands: Sequence[Sequence[Any]], resend_safe: bool) -> list:
         """Run `commands` on a shared channel. `resend_safe` (the commands
         change nothing twice, e.g. a submit keyed by its job ids): a broken
-        connection that had served earlier calls is tried once more on a new
+        connection that was open before the call is tried once more on a new
         one, since Redis closes idle connections (its `timeout` setting, a
         restart) and only a write shows it."""
         with self.borrow() as channel:
-            was_used = channel.used
+            # redis-py >= 6 calls this `is_connected`; greenq supports 5.0 too.
+            was_open = channel.connection._sock is not None
             try:
                 return channel.execute(commands)
             except redis.ConnectionError:
                 channel.disconnect()
-                if not (resend_safe and was_used):
+                if not (resend_safe and was_open):
                     raise
             return channel.execute(commands)
-
-    def disconnect(self) -> None:
-        for channel in self._all:
-            channel.disconnect()

@@ -3,6 +3,8 @@ against the test redis-server: replies in order with error replies in place,
 a connection Redis closed is re-sent on only for calls safe to send twice,
 NOSCRIPT reloads, and a bounded pool."""
 
+import json
+
 import gevent
 import gevent.event
 import pytest
@@ -11,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from greenq import config
 from greenq.channel import ChannelPool
+from test_input import run_unpatched
 
 
 @pytest.fixture
@@ -100,3 +103,55 @@ def test_a_full_pool_makes_callers_wait_then_fail_clearly(connection, monkeypatc
     holder.join()
     assert pool.execute([("PING",)], resend_safe=True) == [b"PONG"]
     pool.disconnect()
+
+
+THREADED_SUBMITS = """
+import json, threading, time
+import gevent.monkey
+import redis
+from greenq import GreenQueue, config
+
+assert not gevent.monkey.is_module_patched("socket")
+q = GreenQueue(redis_url=URL + "?client_name=" + NAME, namespace=NS)
+ids, errors = [q.submit_job("t.any")], []  # one connection open, idle
+lock = threading.Lock()
+
+def submitter(t):
+    try:
+        for i in range(SUBMITS):
+            job_id = q.submit_job("t.any", params={"t": t, "i": i})
+            with lock:
+                ids.append(job_id)
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=submitter, args=(t,)) for t in range(THREADS)]
+began = time.perf_counter()
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(60)
+seconds = time.perf_counter() - began
+opened = [c for c in redis.Redis.from_url(URL).client_list() if c["name"] == NAME]
+print(json.dumps({"ids": ids, "errors": errors, "seconds": seconds, "opened": len(opened),
+                  "pool_size": config.SHARED_POOL_SIZE,
+                  "threads_alive": sum(thread.is_alive() for thread in threads)}))
+"""
+
+
+def test_sixteen_threads_submitting_at_once_in_an_unpatched_process_share_the_pool(
+        redis_url, namespace, r):
+    """A Django or Flask app under a threaded server: more threads than
+    connections wait their turn for one (a connection freed in one thread
+    wakes a waiter in another), and no more connections than the pool's size
+    are opened however the threads race."""
+    threads, submits = 16, 20
+    result = run_unpatched(THREADED_SUBMITS, URL=redis_url, NS=namespace, NAME=namespace,
+                           THREADS=threads, SUBMITS=submits)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["errors"] == [] and out["threads_alive"] == 0
+    assert len(set(out["ids"])) == 1 + threads * submits
+    assert r.llen(f"{namespace}:{{default}}:pending") == 1 + threads * submits
+    assert 1 <= out["opened"] <= out["pool_size"]
+    assert out["seconds"] < 5  # about 0.1 s here; a lost wake-up used to cost 10 s
