@@ -47,8 +47,10 @@ class Broker:
         self.keys = keys
         self._connection = connection
         self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
-        self.shared = self.channel(config.SHARED_POOL_SIZE)
-        self.lanes = ChannelPool(connection, config.SHARED_POOL_SIZE)  # submits
+        # One pool for the calls of any greenlet or thread: submits borrow its
+        # connections as script channels, the redis-py client the rest.
+        self.lanes = ChannelPool(connection, config.SHARED_POOL_SIZE)
+        self.shared = redis.Redis(connection_pool=self.lanes)
         self.socket_timeout: float | None = connection.get("socket_timeout")
 
     def channel(self, size: int = 1) -> redis.Redis:
@@ -63,7 +65,6 @@ class Broker:
         return self.lanes.new_channel()
 
     def close(self, *clients: redis.Redis) -> None:
-        self.lanes.disconnect()
         for client in (self.shared, *clients):
             client.connection_pool.disconnect()
 
