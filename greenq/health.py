@@ -1,10 +1,13 @@
 """Redis outage bookkeeping shared by a process' loops: one `error` event per
-outage, not one per failed call, and a back-off that grows while it lasts."""
+outage, not one per failed call, and a back-off that grows while it lasts,
+with jitter so that the processes of a queue do not all retry at the same
+moments after a Redis restart."""
 
 from __future__ import annotations
 
 import logging
 
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ResponseError
 
 from . import config
@@ -14,11 +17,23 @@ log = logging.getLogger(__name__)
 
 
 class Health:
+    """Whether Redis is down for one process, as its loops (fetcher,
+    committer) see it: `trouble` after a failed call says how long to wait
+    before the next try, `ok` after a call that worked ends the outage.
+
+    Each wait is drawn from [d/2, d], d doubling from the first to the
+    longest of `config.RECONNECT_BACKOFF`: redis-py's EqualJitterBackoff,
+    the draw the contract gives job retries. (Its
+    ExponentialWithJitterBackoff caps after the draw, so once an outage
+    lasts a few seconds nearly every wait is the cap again: lockstep.)"""
+
     def __init__(self, emit, on_recover=None) -> None:
         self._emit = emit
         self._on_recover = on_recover  # run in a greenlet of its own when Redis is back
         self.down = False
-        self._backoff = config.RECONNECT_BACKOFF[0]
+        first, longest = config.RECONNECT_BACKOFF
+        self._backoff = EqualJitterBackoff(cap=longest, base=first)
+        self._failures = 0  # in a row, since the last call that worked
 
     def trouble(self, exc: BaseException) -> float:
         """Note a failed Redis call; returns how long to wait before retrying."""
@@ -28,8 +43,9 @@ class Health:
             error = BrokerError(f"Redis {what}, retrying with back-off: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
             self._emit("error", error)
-        wait = self._backoff
-        self._backoff = min(self._backoff * 2, config.RECONNECT_BACKOFF[1])
+        wait = self._backoff.compute(self._failures)
+        # Bounded: past the cap the count no longer matters, and 2**n must stay a float.
+        self._failures = min(self._failures + 1, 32)
         return wait
 
     def ok(self) -> None:
@@ -40,4 +56,4 @@ class Health:
                 import gevent
 
                 gevent.spawn(self._on_recover)
-        self._backoff = config.RECONNECT_BACKOFF[0]
+        self._failures = 0
