@@ -97,6 +97,21 @@ def tasks_of(module: types.ModuleType) -> list[Task]:
     return found
 
 
+def _same_decorated(known: Task | None, found: Task) -> bool:
+    """Whether `found` is the decorated task `known` again: the same object,
+    or the same definition (file and line) when its file was loaded twice
+    under two module names (by path, and imported by name elsewhere)."""
+    if known is None or getattr(known.perform, _DECORATED, None) is not known \
+            or getattr(found.perform, _DECORATED, None) is not found:
+        return False
+    if known is found:
+        return True
+    code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
+    return (code is not None and other is not None
+            and (code.co_filename, code.co_firstlineno) == (other.co_filename, other.co_firstlineno)
+            and (known.id, known.timeout, known.time_limit) == (found.id, found.timeout, found.time_limit))
+
+
 class Registry:
     """The tasks one queue can run, by id."""
 
@@ -106,7 +121,11 @@ class Registry:
 
     def register(self, spec: str | types.ModuleType) -> list[Task]:
         module = load_module(spec)
-        new = tasks_of(module)
+        # A decorated task that several modules hold (one defines it, others
+        # import it, e.g. a module that gathers tasks) is one task: it is
+        # registered once, by whichever of them is registered first, and the
+        # others skip it. Two different definitions of one id are refused.
+        new = [t for t in tasks_of(module) if not _same_decorated(self.tasks.get(t.id), t)]
         ids = [t.id for t in new]
         for task_id in ids:
             if task_id in self.tasks or ids.count(task_id) > 1:
