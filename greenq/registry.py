@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -51,6 +52,20 @@ def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT,
     return mark
 
 
+def _module_name(path: str) -> str:
+    """The sys.modules name of the task file at `path`: `greenq_tasks_<base
+    name>` (readable in logger names), unless a file of that base name in
+    another folder already holds it; then the name also carries a digest of
+    the path, so neither module replaces the other in sys.modules (pickle,
+    dataclasses and `sys.modules[__name__]` look modules up there). Children
+    load the same files in the same order, so they pick the same names."""
+    name = "greenq_tasks_" + os.path.splitext(os.path.basename(path))[0]
+    holder = sys.modules.get(name)
+    if holder is None or getattr(holder, "__file__", None) == path:
+        return name
+    return f"{name}_{hashlib.sha1(path.encode()).hexdigest()[:10]}"
+
+
 def load_module(spec: str | types.ModuleType) -> types.ModuleType:
     """A module object from a module, a dotted name or a .py path."""
     if isinstance(spec, types.ModuleType):
@@ -62,7 +77,7 @@ def load_module(spec: str | types.ModuleType) -> types.ModuleType:
         path = os.path.abspath(spec)
         if not os.path.isfile(path):
             raise TaskDefinitionError(f"task file not found: {path}")
-        name = "greenq_tasks_" + os.path.splitext(os.path.basename(path))[0]
+        name = _module_name(path)
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module

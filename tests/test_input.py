@@ -94,6 +94,47 @@ def test_two_definitions_of_one_decorated_task_id_in_two_files_are_still_refused
         queue.register_task(str(twin))
 
 
+TWIN_TASK = """
+import pickle
+
+import greenq
+
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+@greenq.task({task_id!r})
+def unbox(params):
+    # pickle finds Box through sys.modules[__name__]: this module, not a namesake.
+    return pickle.loads(pickle.dumps(Box(params))).value
+"""
+
+
+def test_two_task_files_with_one_base_name_in_two_folders_each_keep_their_own_module(
+        make_queue, tmp_path):
+    paths = []
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "tasks.py"
+        path.write_text(TWIN_TASK.format(task_id=f"twin.{folder}"))
+        paths.append(str(path))
+    queue = make_queue(*paths)
+    done = []
+    queue.on("job_success", done.append)
+    queue.on("job_fail", done.append)
+
+    for path, task_id in zip(paths, ("twin.first", "twin.second")):
+        module = sys.modules[queue.registry.get(task_id).perform.__module__]
+        assert module.__file__ == path
+    queue.start()
+    queue.submit_job("twin.first", params=1)
+    queue.submit_job("twin.second", params=2)
+    wait_until(lambda: len(done) == 2)
+    assert [job.error for job in done] == [None, None]
+
+
 @pytest.mark.parametrize("name", ["core_bad_timeout", "core_str_timeout"])
 def test_a_task_with_a_bad_timeout_raises_task_definition_error(make_queue, name):
     queue = make_queue()
