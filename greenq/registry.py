@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -67,7 +68,8 @@ def _module_name(path: str) -> str:
 
 
 def load_module(spec: str | types.ModuleType) -> types.ModuleType:
-    """A module object from a module, a dotted name or a .py path."""
+    """A module object from a module, a dotted name or a .py path;
+    TaskDefinitionError when there is none or it does not load."""
     if isinstance(spec, types.ModuleType):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
@@ -83,16 +85,50 @@ def load_module(spec: str | types.ModuleType) -> types.ModuleType:
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except BaseException:
+        except BaseException as exc:
             sys.modules.pop(name, None)
+            if isinstance(exc, Exception):
+                raise _cannot_load(None, path, exc) from exc
             raise
         return module
     try:
         return importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if exc.name and spec.startswith(exc.name):
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and (
+                spec == exc.name or spec.startswith(exc.name + ".")):
             raise TaskDefinitionError(f"no task module named {spec!r}") from exc
-        raise
+        raise _cannot_load(spec, _origin(spec), exc) from exc
+
+
+def _origin(name: str) -> str | None:
+    """The file of module `name`, found without running it."""
+    try:
+        found = importlib.util.find_spec(name)
+    except Exception:  # its package does not load either: the error names that
+        return None
+    return found.origin if found is not None and found.has_location else None
+
+
+def _cannot_load(name: str | None, path: str | None, exc: Exception) -> TaskDefinitionError:
+    """One line for a task module (`name`, or None for a file loaded by path)
+    that raised while it was loading (a syntax error, a failed import,
+    anything its top level raised): the file, the line of it that failed,
+    and the error, with where it is for a syntax error in another file."""
+    path = path and os.path.abspath(path)
+    what = f"task file {path}" if name is None else f"task module {name!r}" + (
+        f" ({path})" if path else "")
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if path and os.path.abspath(frame.filename) == path]
+    if isinstance(exc, SyntaxError):
+        detail = f"{type(exc).__name__}: {exc.msg}"
+        if exc.filename and path and os.path.abspath(exc.filename) == path:
+            lines.append(exc.lineno)
+        elif exc.filename:
+            detail += f" ({exc.filename}, line {exc.lineno})"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    where = f", line {lines[-1]}" if lines and lines[-1] else ""
+    return TaskDefinitionError(" ".join(f"cannot load {what}{where}: {detail}".splitlines()))
 
 
 def tasks_of(module: types.ModuleType) -> list[Task]:

@@ -435,6 +435,45 @@ def test_run_with_an_unknown_task_file_or_module_prints_one_line_and_exits_2(com
     assert one_line_error(result) == f"greenq: {message}"
 
 
+BROKEN_TASKS = {
+    # kind: (task file text, helper file text or None, what the line must say)
+    "syntax error": ('id = "broken.task"\n\ndef perform(params:\n    pass\n', None,
+                     ["line 3", "SyntaxError: '(' was never closed"]),
+    "import error": ('import no_such_module_xyz\n\nid = "broken.task"\n', None,
+                     ["line 1", "ModuleNotFoundError: No module named 'no_such_module_xyz'"]),
+    "syntax error in an imported module": (
+        'id = "broken.task"\n\nimport {helper}\n', "x = (\n",
+        ["line 3", "SyntaxError: '(' was never closed", "{helper}.py, line 1"]),
+}
+
+
+@pytest.mark.parametrize("children", ["0", "2"], ids=["in-process", "-c 2"])
+@pytest.mark.parametrize("form", ["file", "module"])
+@pytest.mark.parametrize("kind", sorted(BROKEN_TASKS))
+def test_run_with_a_task_file_that_does_not_load_prints_one_line_and_exits_2(
+        common, namespace, tmp_path, kind, form, children):
+    text, helper_text, expected = BROKEN_TASKS[kind]
+    module, helper = f"broken_tasks_{namespace}", f"broken_helper_{namespace}"
+    path = tmp_path / f"{module}.py"
+    path.write_text(text.format(helper=helper))
+    if helper_text is not None:
+        (tmp_path / f"{helper}.py").write_text(helper_text)
+    spec = str(path) if form == "file" else module
+    command = os.path.join(os.path.dirname(sys.executable), "greenq")  # the installed command
+
+    result = subprocess.run([command, "run", spec, "-c", children, *common], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert str(path) in line
+    if form == "module":
+        assert repr(module) in line
+    for part in expected:
+        assert part.format(helper=helper) in line
+
+
 def test_run_with_a_file_that_defines_no_task_prints_one_line_and_exits_2(common, tmp_path):
     empty = tmp_path / "not_a_task.py"
     empty.write_text("x = 1\n")
