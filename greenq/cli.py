@@ -1,5 +1,5 @@
-"""The `greenq` command. Exit status: 0 ok; 1 Redis unreachable or another
-runtime failure; 2 bad usage or input (click's own, bad JSON, bad task file);
+"""The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
+Redis at that address) or another runtime failure; 2 bad usage or input (click's own, bad JSON, bad task file);
 3 worker children kept dying at boot."""
 
 from __future__ import annotations
@@ -48,12 +48,19 @@ def common_options(command):
 def _one_line_errors(command, *args, **kwargs):
     import redis
 
+    def where() -> str:
+        url = kwargs.get("redis_url") or config.DEFAULT_REDIS_URL
+        return config.describe(config.connection_kwargs(url, None))
+
     try:
         return command(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        url = kwargs.get("redis_url") or config.DEFAULT_REDIS_URL
-        where = config.describe(config.connection_kwargs(url, None))
-        click.echo(f"greenq: cannot reach Redis at {where}: {exc}", err=True)
+        click.echo(f"greenq: cannot reach Redis at {where()}: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except redis.exceptions.InvalidResponse as exc:
+        # Something else listens there (an HTTP server, a wrong port).
+        click.echo(f"greenq: the server at {where()} is not Redis: its reply is not "
+                   f"the Redis protocol ({exc})", err=True)
         sys.exit(EXIT_RUNTIME)
     except redis.ResponseError as exc:
         click.echo(f"greenq: Redis refused: {exc}", err=True)

@@ -344,6 +344,49 @@ def test_a_password_in_a_malformed_redis_url_never_appears_in_any_output():
     assert "bad Redis URL" in one_line_error(result)
 
 
+HTTP_400_SERVER = """
+import socket
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+    conn.close()
+"""
+
+
+@pytest.fixture(scope="module", params=["http.server", "HTTP 400 socket server"])
+def not_redis_port(request):
+    """The port of a server that is not Redis: Python's http.server, or a
+    socket server that answers every request with an HTTP 400."""
+    if request.param == "http.server":
+        args = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"]
+    else:
+        args = [sys.executable, "-u", "-c", HTTP_400_SERVER]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..." or "N"
+        port = int(first.split("port ")[1].split()[0] if "port " in first else first)
+        yield port
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+@pytest.mark.parametrize("command", [
+    ["stats"], ["submit", "proc.outcome"], ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "-c", "2"],
+], ids=" ".join)
+def test_a_server_that_is_not_redis_is_one_line_and_exit_status_1(not_redis_port, command):
+    result = greenq(*command, "--redis-url", f"redis://127.0.0.1:{not_redis_port}/0")
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert line.startswith(f"greenq: the server at 127.0.0.1:{not_redis_port}/0 is not Redis")
+
+
 @pytest.fixture(scope="module")
 def password_redis_port():
     """A private redis-server that requires the password SECRET."""
