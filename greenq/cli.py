@@ -1,6 +1,7 @@
 """The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
-Redis at that address) or another runtime failure; 2 bad usage or input (click's own, bad JSON, bad task file);
-3 worker children kept dying at boot."""
+Redis at that address, or refusing the password) or another runtime
+failure; 2 bad usage or input (click's own, bad JSON, bad task file); 3
+worker children kept dying at boot."""
 
 from __future__ import annotations
 
@@ -48,12 +49,26 @@ def common_options(command):
 def _one_line_errors(command, *args, **kwargs):
     import redis
 
+    def settings() -> dict:
+        return config.connection_kwargs(kwargs.get("redis_url") or config.DEFAULT_REDIS_URL, None)
+
     def where() -> str:
-        url = kwargs.get("redis_url") or config.DEFAULT_REDIS_URL
-        return config.describe(config.connection_kwargs(url, None))
+        return config.describe(settings())
 
     try:
         return command(*args, **kwargs)
+    except redis.AuthenticationError:
+        # redis-py's text depends on the handshake (HELLO or AUTH) and names
+        # neither cause; say which credentials the URL gave, never their value.
+        given = settings()
+        if given.get("password") is None:
+            reason = "the URL gives no password, and this Redis requires one"
+        elif given.get("username"):
+            reason = "Redis refused the user name and password in the URL (or the user is disabled)"
+        else:
+            reason = "Redis refused the password in the URL"
+        click.echo(f"greenq: authentication failed at {where()}: {reason}", err=True)
+        sys.exit(EXIT_RUNTIME)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         click.echo(f"greenq: cannot reach Redis at {where()}: {exc}", err=True)
         sys.exit(EXIT_RUNTIME)

@@ -414,15 +414,29 @@ def password_redis_port():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_a_wrong_password_is_one_line_and_exit_status_1_without_the_password(password_redis_port):
-    wrong = "WrongPassword123"
+WRONG = "WrongPassword123"
 
-    result = greenq("stats", "--redis-url", f"redis://:{wrong}@127.0.0.1:{password_redis_port}/0")
+
+@pytest.mark.parametrize("credentials, says", [
+    (f":{WRONG}@", "Redis refused the password"),
+    (f"alice:{WRONG}@", "Redis refused the user name and password"),
+    ("", "the URL gives no password"),
+], ids=["wrong password", "wrong user and password", "no password"])
+@pytest.mark.parametrize("command", [
+    ["stats"], ["submit", "proc.outcome"], ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "-c", "2"],
+], ids=" ".join)
+def test_a_wrong_or_missing_password_says_authentication_failed_in_one_line_without_it(
+        password_redis_port, command, credentials, says):
+    result = greenq(*command, "--redis-url", f"redis://{credentials}127.0.0.1:{password_redis_port}/0")
 
     assert result.returncode == 1
-    assert wrong not in result.stdout + result.stderr
-    assert one_line_error(result).startswith(
-        f"greenq: cannot reach Redis at 127.0.0.1:{password_redis_port}/0")
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert line.startswith(f"greenq: authentication failed at 127.0.0.1:{password_redis_port}/0: ")
+    assert says in line
+    assert WRONG not in result.stderr and SECRET not in result.stderr
+    assert "HELLO" not in line
 
 
 def test_the_right_password_works_and_never_appears_in_the_output_of_any_command(
