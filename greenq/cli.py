@@ -251,13 +251,19 @@ def inspect(limit, as_json, redis_url, namespace, queue_id):
 def demo(jobs, resources, children, workers, install_redis, redis_url, namespace, queue_id):
     """Run I/O-bound jobs through worker children with a live progress bar,
     then prove the resource lock held. Uses the Redis at --redis-url, or a
-    throwaway redis-server when none answers."""
+    throwaway redis-server when none answers, and a fresh namespace unless
+    --namespace names one (whose queue must be empty: the demo deletes its
+    keys when it ends)."""
     from .demo import run_demo
 
+    if click.get_current_context().get_parameter_source("namespace") is \
+            click.core.ParameterSource.DEFAULT:
+        namespace = None  # not given: a fresh namespace, not everyone's default one
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     sys.exit(run_demo(jobs=jobs, resources=resources, children=children, workers=workers,
-                      install_redis=install_redis, redis_url=redis_url, queue_id=queue_id))
+                      install_redis=install_redis, redis_url=redis_url, queue_id=queue_id,
+                      namespace=namespace))
 
 
 if __name__ == "__main__":

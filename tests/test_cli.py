@@ -638,3 +638,42 @@ def test_the_demo_runs_end_to_end_proves_the_lock_and_leaves_no_keys(redis_url, 
     assert "resource lock: checked on all 300 jobs, no resource ever ran two jobs at once" \
         in result.stdout
     assert r.keys("greenq-demo-*") == []
+
+
+def test_the_demo_runs_in_the_namespace_given_and_leaves_no_keys_there(redis_url, r, namespace):
+    with tempfile.TemporaryFile() as log:
+        env = {k: v for k, v in os.environ.items() if k not in ("GREENQ_REDIS_URL", "REDIS_URL")}
+        demo = subprocess.Popen(GREENQ + ["demo", "--jobs", "200", "--resources", "5", "-c", "1",
+                                          "-w", "5", "--namespace", namespace,
+                                          "--redis-url", redis_url],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until(lambda: r.keys(namespace + ":*") or demo.poll() is not None, timeout=60)
+            seen_in_namespace = r.keys(namespace + ":*")
+            seen_elsewhere = r.keys("greenq-demo-*")
+            status = demo.wait(120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(10)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+
+    assert status == 0, output
+    assert "succeeded 200, failed 0" in output
+    assert seen_in_namespace and seen_elsewhere == []
+    assert all(key.startswith(f"{namespace}:{{default}}:".encode()) for key in seen_in_namespace)
+    assert r.keys(namespace + ":*") == []
+
+
+def test_the_demo_refuses_a_namespace_whose_queue_already_holds_keys_and_keeps_them(
+        redis_url, r, namespace):
+    r.rpush(f"{namespace}:{{default}}:pending", "a-job-of-someone-else")
+
+    result = greenq("demo", "--jobs", "10", "--namespace", namespace, "--redis-url", redis_url)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = one_line_error(result)
+    assert namespace in line and "already" in line
+    assert r.lrange(f"{namespace}:{{default}}:pending", 0, -1) == [b"a-job-of-someone-else"]
+    assert r.keys("greenq-demo-*") == []
