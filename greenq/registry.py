@@ -160,7 +160,8 @@ def _same_decorated(known: Task | None, found: Task) -> bool:
     code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
     return (code is not None and other is not None
             and (code.co_filename, code.co_firstlineno) == (other.co_filename, other.co_firstlineno)
-            and (known.id, known.timeout, known.time_limit) == (found.id, found.timeout, found.time_limit))
+            and (known.id, known.timeout, known.time_limit)
+            == (found.id, found.timeout, found.time_limit))
 
 
 class Registry:

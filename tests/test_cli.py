@@ -351,7 +351,8 @@ print(server.getsockname()[1], flush=True)
 while True:
     conn, _ = server.accept()
     conn.recv(65536)
-    conn.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+    conn.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n"
+                 b"Connection: close\\r\\n\\r\\n")
     conn.close()
 """
 
@@ -428,7 +429,9 @@ WRONG = "WrongPassword123"
 ], ids=" ".join)
 def test_a_wrong_or_missing_password_says_authentication_failed_in_one_line_without_it(
         password_redis_port, command, credentials, says):
-    result = greenq(*command, "--redis-url", f"redis://{credentials}127.0.0.1:{password_redis_port}/0")
+    url = f"redis://{credentials}127.0.0.1:{password_redis_port}/0"
+
+    result = greenq(*command, "--redis-url", url)
 
     assert result.returncode == 1
     assert result.stdout == ""
