@@ -1,6 +1,7 @@
-"""The `greenq` command. Exit status: 0 ok; 1 Redis unreachable or another
-runtime failure; 2 bad usage or input (click's own, bad JSON, bad task file);
-3 worker children kept dying at boot."""
+"""The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
+Redis at that address, or refusing the password) or another runtime
+failure; 2 bad usage or input (click's own, bad JSON, bad task file); 3
+worker children kept dying at boot."""
 
 from __future__ import annotations
 
@@ -48,12 +49,33 @@ def common_options(command):
 def _one_line_errors(command, *args, **kwargs):
     import redis
 
+    def settings() -> dict:
+        return config.connection_kwargs(kwargs.get("redis_url") or config.DEFAULT_REDIS_URL, None)
+
+    def where() -> str:
+        return config.describe(settings())
+
     try:
         return command(*args, **kwargs)
+    except redis.AuthenticationError:
+        # redis-py's text depends on the handshake (HELLO or AUTH) and names
+        # neither cause; say which credentials the URL gave, never their value.
+        given = settings()
+        if given.get("password") is None:
+            reason = "the URL gives no password, and this Redis requires one"
+        elif given.get("username"):
+            reason = "Redis refused the user name and password in the URL (or the user is disabled)"
+        else:
+            reason = "Redis refused the password in the URL"
+        click.echo(f"greenq: authentication failed at {where()}: {reason}", err=True)
+        sys.exit(EXIT_RUNTIME)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        url = kwargs.get("redis_url") or config.DEFAULT_REDIS_URL
-        where = config.describe(config.connection_kwargs(url, None))
-        click.echo(f"greenq: cannot reach Redis at {where}: {exc}", err=True)
+        click.echo(f"greenq: cannot reach Redis at {where()}: {exc}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except redis.exceptions.InvalidResponse as exc:
+        # Something else listens there (an HTTP server, a wrong port).
+        click.echo(f"greenq: the server at {where()} is not Redis: its reply is not "
+                   f"the Redis protocol ({exc})", err=True)
         sys.exit(EXIT_RUNTIME)
     except redis.ResponseError as exc:
         click.echo(f"greenq: Redis refused: {exc}", err=True)
@@ -229,13 +251,19 @@ def inspect(limit, as_json, redis_url, namespace, queue_id):
 def demo(jobs, resources, children, workers, install_redis, redis_url, namespace, queue_id):
     """Run I/O-bound jobs through worker children with a live progress bar,
     then prove the resource lock held. Uses the Redis at --redis-url, or a
-    throwaway redis-server when none answers."""
+    throwaway redis-server when none answers, and a fresh namespace unless
+    --namespace names one (whose queue must be empty: the demo deletes its
+    keys when it ends)."""
     from .demo import run_demo
 
+    if click.get_current_context().get_parameter_source("namespace") is \
+            click.core.ParameterSource.DEFAULT:
+        namespace = None  # not given: a fresh namespace, not everyone's default one
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     sys.exit(run_demo(jobs=jobs, resources=resources, children=children, workers=workers,
-                      install_redis=install_redis, redis_url=redis_url, queue_id=queue_id))
+                      install_redis=install_redis, redis_url=redis_url, queue_id=queue_id,
+                      namespace=namespace))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -67,15 +68,33 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis SCAN MATCH pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def run_demo(jobs: int, resources: int, children: int, workers: int, install_redis: bool,
-             redis_url: str, queue_id: str) -> int:
+             redis_url: str, queue_id: str, namespace: str | None = None) -> int:
+    """Run the demo on queue `queue_id` of `namespace` (None: a fresh random
+    namespace). It deletes its keys at the end, so it refuses a queue that
+    already holds any: they could be someone's jobs."""
     server = None
     if not _answers(redis_url):
         click.echo(f"no Redis answers at {redis_url.split('@')[-1]}; starting a throwaway one", err=True)
         server = ThrowawayRedis(install_redis)
         redis_url = server.url
-    namespace = "greenq-demo-" + new_job_id()[:8].replace("-", "x").replace("_", "y")
-    prefix = f"{namespace}:{{demo}}:"
+    if namespace is None:
+        namespace = "greenq-demo-" + new_job_id()[:8].replace("-", "x").replace("_", "y")
+    # The tasks' own counters share the queue's prefix (and Cluster slot), so
+    # one pattern finds every key the demo wrote.
+    queue_prefix = f"{namespace}:{{{queue_id}}}:"
+    prefix = queue_prefix + "demo:"
+    pattern = _glob_escape(queue_prefix) + "*"
+    with redis.Redis.from_url(redis_url) as check:
+        taken = next(check.scan_iter(pattern, count=1000), None) is not None
+    if taken:  # (a throwaway server is empty)
+        raise ValueError(f"queue {queue_id!r} of namespace {namespace!r} already holds keys; the "
+                         "demo deletes its keys when it ends, so give it a namespace of its own")
     os.environ[demo_tasks.URL_ENV], os.environ[demo_tasks.PREFIX_ENV] = redis_url, prefix
     queue = GreenQueue(redis_url=redis_url, namespace=namespace, queue_id=queue_id,
                        child_process_count=children, worker_count=workers)
@@ -126,7 +145,7 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
         queue.shutdown(timeout=5)
         try:
             cleanup = redis.Redis.from_url(redis_url)
-            keys = list(cleanup.scan_iter(f"{namespace}:*", count=1000))
+            keys = list(cleanup.scan_iter(pattern, count=1000))
             for start in range(0, len(keys), 1000):
                 cleanup.delete(*keys[start:start + 1000])
         except redis.RedisError:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import sys
+import traceback
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -51,8 +53,23 @@ def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT,
     return mark
 
 
+def _module_name(path: str) -> str:
+    """The sys.modules name of the task file at `path`: `greenq_tasks_<base
+    name>` (readable in logger names), unless a file of that base name in
+    another folder already holds it; then the name also carries a digest of
+    the path, so neither module replaces the other in sys.modules (pickle,
+    dataclasses and `sys.modules[__name__]` look modules up there). Children
+    load the same files in the same order, so they pick the same names."""
+    name = "greenq_tasks_" + os.path.splitext(os.path.basename(path))[0]
+    holder = sys.modules.get(name)
+    if holder is None or getattr(holder, "__file__", None) == path:
+        return name
+    return f"{name}_{hashlib.sha1(path.encode()).hexdigest()[:10]}"
+
+
 def load_module(spec: str | types.ModuleType) -> types.ModuleType:
-    """A module object from a module, a dotted name or a .py path."""
+    """A module object from a module, a dotted name or a .py path;
+    TaskDefinitionError when there is none or it does not load."""
     if isinstance(spec, types.ModuleType):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
@@ -62,22 +79,56 @@ def load_module(spec: str | types.ModuleType) -> types.ModuleType:
         path = os.path.abspath(spec)
         if not os.path.isfile(path):
             raise TaskDefinitionError(f"task file not found: {path}")
-        name = "greenq_tasks_" + os.path.splitext(os.path.basename(path))[0]
+        name = _module_name(path)
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except BaseException:
+        except BaseException as exc:
             sys.modules.pop(name, None)
+            if isinstance(exc, Exception):
+                raise _cannot_load(None, path, exc) from exc
             raise
         return module
     try:
         return importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if exc.name and spec.startswith(exc.name):
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and (
+                spec == exc.name or spec.startswith(exc.name + ".")):
             raise TaskDefinitionError(f"no task module named {spec!r}") from exc
-        raise
+        raise _cannot_load(spec, _origin(spec), exc) from exc
+
+
+def _origin(name: str) -> str | None:
+    """The file of module `name`, found without running it."""
+    try:
+        found = importlib.util.find_spec(name)
+    except Exception:  # its package does not load either: the error names that
+        return None
+    return found.origin if found is not None and found.has_location else None
+
+
+def _cannot_load(name: str | None, path: str | None, exc: Exception) -> TaskDefinitionError:
+    """One line for a task module (`name`, or None for a file loaded by path)
+    that raised while it was loading (a syntax error, a failed import,
+    anything its top level raised): the file, the line of it that failed,
+    and the error, with where it is for a syntax error in another file."""
+    path = path and os.path.abspath(path)
+    what = f"task file {path}" if name is None else f"task module {name!r}" + (
+        f" ({path})" if path else "")
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if path and os.path.abspath(frame.filename) == path]
+    if isinstance(exc, SyntaxError):
+        detail = f"{type(exc).__name__}: {exc.msg}"
+        if exc.filename and path and os.path.abspath(exc.filename) == path:
+            lines.append(exc.lineno)
+        elif exc.filename:
+            detail += f" ({exc.filename}, line {exc.lineno})"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    where = f", line {lines[-1]}" if lines and lines[-1] else ""
+    return TaskDefinitionError(" ".join(f"cannot load {what}{where}: {detail}".splitlines()))
 
 
 def tasks_of(module: types.ModuleType) -> list[Task]:
@@ -97,6 +148,22 @@ def tasks_of(module: types.ModuleType) -> list[Task]:
     return found
 
 
+def _same_decorated(known: Task | None, found: Task) -> bool:
+    """Whether `found` is the decorated task `known` again: the same object,
+    or the same definition (file and line) when its file was loaded twice
+    under two module names (by path, and imported by name elsewhere)."""
+    if known is None or getattr(known.perform, _DECORATED, None) is not known \
+            or getattr(found.perform, _DECORATED, None) is not found:
+        return False
+    if known is found:
+        return True
+    code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
+    return (code is not None and other is not None
+            and (code.co_filename, code.co_firstlineno) == (other.co_filename, other.co_firstlineno)
+            and (known.id, known.timeout, known.time_limit)
+            == (found.id, found.timeout, found.time_limit))
+
+
 class Registry:
     """The tasks one queue can run, by id."""
 
@@ -106,7 +173,11 @@ class Registry:
 
     def register(self, spec: str | types.ModuleType) -> list[Task]:
         module = load_module(spec)
-        new = tasks_of(module)
+        # A decorated task that several modules hold (one defines it, others
+        # import it, e.g. a module that gathers tasks) is one task: it is
+        # registered once, by whichever of them is registered first, and the
+        # others skip it. Two different definitions of one id are refused.
+        new = [t for t in tasks_of(module) if not _same_decorated(self.tasks.get(t.id), t)]
         ids = [t.id for t in new]
         for task_id in ids:
             if task_id in self.tasks or ids.count(task_id) > 1:

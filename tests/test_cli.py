@@ -344,6 +344,50 @@ def test_a_password_in_a_malformed_redis_url_never_appears_in_any_output():
     assert "bad Redis URL" in one_line_error(result)
 
 
+HTTP_400_SERVER = """
+import socket
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n"
+                 b"Connection: close\\r\\n\\r\\n")
+    conn.close()
+"""
+
+
+@pytest.fixture(scope="module", params=["http.server", "HTTP 400 socket server"])
+def not_redis_port(request):
+    """The port of a server that is not Redis: Python's http.server, or a
+    socket server that answers every request with an HTTP 400."""
+    if request.param == "http.server":
+        args = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"]
+    else:
+        args = [sys.executable, "-u", "-c", HTTP_400_SERVER]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..." or "N"
+        port = int(first.split("port ")[1].split()[0] if "port " in first else first)
+        yield port
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+@pytest.mark.parametrize("command", [
+    ["stats"], ["submit", "proc.outcome"], ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "-c", "2"],
+], ids=" ".join)
+def test_a_server_that_is_not_redis_is_one_line_and_exit_status_1(not_redis_port, command):
+    result = greenq(*command, "--redis-url", f"redis://127.0.0.1:{not_redis_port}/0")
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert line.startswith(f"greenq: the server at 127.0.0.1:{not_redis_port}/0 is not Redis")
+
+
 @pytest.fixture(scope="module")
 def password_redis_port():
     """A private redis-server that requires the password SECRET."""
@@ -371,15 +415,31 @@ def password_redis_port():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_a_wrong_password_is_one_line_and_exit_status_1_without_the_password(password_redis_port):
-    wrong = "WrongPassword123"
+WRONG = "WrongPassword123"
 
-    result = greenq("stats", "--redis-url", f"redis://:{wrong}@127.0.0.1:{password_redis_port}/0")
+
+@pytest.mark.parametrize("credentials, says", [
+    (f":{WRONG}@", "Redis refused the password"),
+    (f"alice:{WRONG}@", "Redis refused the user name and password"),
+    ("", "the URL gives no password"),
+], ids=["wrong password", "wrong user and password", "no password"])
+@pytest.mark.parametrize("command", [
+    ["stats"], ["submit", "proc.outcome"], ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "-c", "2"],
+], ids=" ".join)
+def test_a_wrong_or_missing_password_says_authentication_failed_in_one_line_without_it(
+        password_redis_port, command, credentials, says):
+    url = f"redis://{credentials}127.0.0.1:{password_redis_port}/0"
+
+    result = greenq(*command, "--redis-url", url)
 
     assert result.returncode == 1
-    assert wrong not in result.stdout + result.stderr
-    assert one_line_error(result).startswith(
-        f"greenq: cannot reach Redis at 127.0.0.1:{password_redis_port}/0")
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert line.startswith(f"greenq: authentication failed at 127.0.0.1:{password_redis_port}/0: ")
+    assert says in line
+    assert WRONG not in result.stderr and SECRET not in result.stderr
+    assert "HELLO" not in line
 
 
 def test_the_right_password_works_and_never_appears_in_the_output_of_any_command(
@@ -433,6 +493,45 @@ def test_run_with_an_unknown_task_file_or_module_prints_one_line_and_exits_2(com
     assert result.returncode == 2
     assert result.stdout == ""
     assert one_line_error(result) == f"greenq: {message}"
+
+
+BROKEN_TASKS = {
+    # kind: (task file text, helper file text or None, what the line must say)
+    "syntax error": ('id = "broken.task"\n\ndef perform(params:\n    pass\n', None,
+                     ["line 3", "SyntaxError: '(' was never closed"]),
+    "import error": ('import no_such_module_xyz\n\nid = "broken.task"\n', None,
+                     ["line 1", "ModuleNotFoundError: No module named 'no_such_module_xyz'"]),
+    "syntax error in an imported module": (
+        'id = "broken.task"\n\nimport {helper}\n', "x = (\n",
+        ["line 3", "SyntaxError: '(' was never closed", "{helper}.py, line 1"]),
+}
+
+
+@pytest.mark.parametrize("children", ["0", "2"], ids=["in-process", "-c 2"])
+@pytest.mark.parametrize("form", ["file", "module"])
+@pytest.mark.parametrize("kind", sorted(BROKEN_TASKS))
+def test_run_with_a_task_file_that_does_not_load_prints_one_line_and_exits_2(
+        common, namespace, tmp_path, kind, form, children):
+    text, helper_text, expected = BROKEN_TASKS[kind]
+    module, helper = f"broken_tasks_{namespace}", f"broken_helper_{namespace}"
+    path = tmp_path / f"{module}.py"
+    path.write_text(text.format(helper=helper))
+    if helper_text is not None:
+        (tmp_path / f"{helper}.py").write_text(helper_text)
+    spec = str(path) if form == "file" else module
+    command = os.path.join(os.path.dirname(sys.executable), "greenq")  # the installed command
+
+    result = subprocess.run([command, "run", spec, "-c", children, *common], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert str(path) in line
+    if form == "module":
+        assert repr(module) in line
+    for part in expected:
+        assert part.format(helper=helper) in line
 
 
 def test_run_with_a_file_that_defines_no_task_prints_one_line_and_exits_2(common, tmp_path):
@@ -541,4 +640,43 @@ def test_the_demo_runs_end_to_end_proves_the_lock_and_leaves_no_keys(redis_url, 
     assert "succeeded 300, failed 0" in result.stdout
     assert "resource lock: checked on all 300 jobs, no resource ever ran two jobs at once" \
         in result.stdout
+    assert r.keys("greenq-demo-*") == []
+
+
+def test_the_demo_runs_in_the_namespace_given_and_leaves_no_keys_there(redis_url, r, namespace):
+    with tempfile.TemporaryFile() as log:
+        env = {k: v for k, v in os.environ.items() if k not in ("GREENQ_REDIS_URL", "REDIS_URL")}
+        demo = subprocess.Popen(GREENQ + ["demo", "--jobs", "200", "--resources", "5", "-c", "1",
+                                          "-w", "5", "--namespace", namespace,
+                                          "--redis-url", redis_url],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until(lambda: r.keys(namespace + ":*") or demo.poll() is not None, timeout=60)
+            seen_in_namespace = r.keys(namespace + ":*")
+            seen_elsewhere = r.keys("greenq-demo-*")
+            status = demo.wait(120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(10)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+
+    assert status == 0, output
+    assert "succeeded 200, failed 0" in output
+    assert seen_in_namespace and seen_elsewhere == []
+    assert all(key.startswith(f"{namespace}:{{default}}:".encode()) for key in seen_in_namespace)
+    assert r.keys(namespace + ":*") == []
+
+
+def test_the_demo_refuses_a_namespace_whose_queue_already_holds_keys_and_keeps_them(
+        redis_url, r, namespace):
+    r.rpush(f"{namespace}:{{default}}:pending", "a-job-of-someone-else")
+
+    result = greenq("demo", "--jobs", "10", "--namespace", namespace, "--redis-url", redis_url)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = one_line_error(result)
+    assert namespace in line and "already" in line
+    assert r.lrange(f"{namespace}:{{default}}:pending", 0, -1) == [b"a-job-of-someone-else"]
     assert r.keys("greenq-demo-*") == []

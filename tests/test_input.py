@@ -54,6 +54,87 @@ def test_one_file_defining_the_same_task_id_twice_raises_task_definition_error(m
         queue.register_task(task_file("core_dup_inside"))
 
 
+@pytest.mark.parametrize("defining", ["tasks.core_decorated", "core_decorated"],
+                         ids=["defining module by name", "defining module by path"])
+@pytest.mark.parametrize("order", ["defining first", "importing first"])
+def test_a_decorated_task_imported_by_another_task_module_is_registered_once(
+        make_queue, defining, order):
+    # core_reexport imports core.add from tasks.core_decorated; by path, that
+    # file is loaded a second time under another module name.
+    specs = [defining, "core_reexport"]
+    queue = make_queue(*(specs if order == "defining first" else specs[::-1]))
+    done = []
+    queue.on("job_success", done.append)
+    queue.on("job_fail", done.append)
+
+    assert sorted(queue.registry.tasks) == ["core.add", "core.own", "core.upper"]
+    queue.start()
+    queue.submit_job("core.add", params={"a": 2, "b": 3})
+    queue.submit_job("core.own", params="mine")
+    wait_until(lambda: len(done) == 2)
+    assert [job.error for job in done] == [None, None]
+
+
+def test_a_module_that_only_gathers_tasks_of_other_modules_registers_them(make_queue, tmp_path):
+    gather = tmp_path / "gather_tasks.py"
+    gather.write_text("from tasks.core_decorated import add, upper  # noqa: F401\n")
+
+    queue = make_queue(str(gather))
+
+    assert sorted(queue.registry.tasks) == ["core.add", "core.upper"]
+
+
+def test_two_definitions_of_one_decorated_task_id_in_two_files_are_still_refused(
+        make_queue, tmp_path):
+    twin = tmp_path / "other_add.py"
+    twin.write_text('import greenq\n\n@greenq.task("core.add")\ndef add(params):\n    pass\n')
+    queue = make_queue("core_decorated")
+
+    with pytest.raises(greenq.TaskDefinitionError, match="core.add"):
+        queue.register_task(str(twin))
+
+
+TWIN_TASK = """
+import pickle
+
+import greenq
+
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+@greenq.task({task_id!r})
+def unbox(params):
+    # pickle finds Box through sys.modules[__name__]: this module, not a namesake.
+    return pickle.loads(pickle.dumps(Box(params))).value
+"""
+
+
+def test_two_task_files_with_one_base_name_in_two_folders_each_keep_their_own_module(
+        make_queue, tmp_path):
+    paths = []
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "tasks.py"
+        path.write_text(TWIN_TASK.format(task_id=f"twin.{folder}"))
+        paths.append(str(path))
+    queue = make_queue(*paths)
+    done = []
+    queue.on("job_success", done.append)
+    queue.on("job_fail", done.append)
+
+    for path, task_id in zip(paths, ("twin.first", "twin.second")):
+        module = sys.modules[queue.registry.get(task_id).perform.__module__]
+        assert module.__file__ == path
+    queue.start()
+    queue.submit_job("twin.first", params=1)
+    queue.submit_job("twin.second", params=2)
+    wait_until(lambda: len(done) == 2)
+    assert [job.error for job in done] == [None, None]
+
+
 @pytest.mark.parametrize("name", ["core_bad_timeout", "core_str_timeout"])
 def test_a_task_with_a_bad_timeout_raises_task_definition_error(make_queue, name):
     queue = make_queue()

@@ -547,7 +547,8 @@ def test_a_password_never_appears_in_cli_output(acl, secret_user, namespace, run
                     ["failed", "retry"], ["failed", "delete"], ["flush-stale"], ["inspect"]):
         result = greenq(*command, *common)
         assert result.returncode == 1, (command, result.stderr)
-        assert result.stderr.startswith("greenq: cannot reach Redis at 127.0.0.1:"), result.stderr
+        failure = "authentication failed" if where == "wrong-password" else "cannot reach Redis"
+        assert result.stderr.startswith(f"greenq: {failure} at 127.0.0.1:"), result.stderr
         assert_no_secret(result.stdout, result.stderr)
     for children in ("0", "1"):
         run = runs(OUTCOME, "-c", children, "--log-level", "DEBUG", *common)

@@ -6,22 +6,19 @@ with the unpatched time.sleep; any other mode returns at once. A finished
 run pushes "<run> <pid>" to <key>:done.
 params: url, key, mode, seconds."""
 import os
+import runpy
 
 import gevent
 import gevent.monkey
-import redis
 
 id = "fault.hang"
 timeout = 0.5
 
-_clients = {}
+client = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["client"]
 
 
 def perform(params):
-    url = params["url"]
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url)
-    r = _clients[url]
+    r = client(params["url"])
     key = params["key"]
     run = r.incr(key + ":runs")
     r.rpush(key + ":started", f"{run} {os.getpid()}")

@@ -2,21 +2,18 @@
 resource lock keeps concurrent runs from losing increments.
 params: url, key (the counter; each finished run is also pushed to <key>:done)."""
 import os
+import runpy
 
 import gevent
-import redis
 
 id = "proc.rmw"
 timeout = 1.0
 
-_clients = {}
+client = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["client"]
 
 
 def perform(params):
-    url = params["url"]
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url)
-    r = _clients[url]
+    r = client(params["url"])
     value = int(r.get(params["key"]) or 0)
     gevent.sleep(0.01)
     r.set(params["key"], value + 1)

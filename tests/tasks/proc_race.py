@@ -6,21 +6,17 @@ params: url, prefix (the queue's key prefix), marker (a key), role:
             left under `prefix` (the quick job's success is in Redis), then
             SIGKILLs its own process."""
 import os
+import runpy
 import signal
-
-import redis
 
 id = "proc.race"
 timeout = 1.0
 
-_clients = {}
+client = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["client"]
 
 
 def perform(params):
-    url = params["url"]
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url)
-    r = _clients[url]
+    r = client(params["url"])
     if params["role"] == "quick":
         r.set(params["marker"], 1)
         return

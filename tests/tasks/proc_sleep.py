@@ -5,20 +5,14 @@ job's number), first (seconds the first run of job n sleeps), seconds (seconds
 every later run sleeps). Records: HASH <key>:runs n -> runs started, LIST
 <key>:started "<n> <pid>" per run, LIST <key>:done n per finished run."""
 import os
+import runpy
 
 import gevent
-import redis
 
 id = "proc.sleep"
 timeout = 1.0
 
-_clients = {}
-
-
-def client(url):
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url)
-    return _clients[url]
+client = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["client"]
 
 
 def perform(params):

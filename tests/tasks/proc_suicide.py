@@ -4,22 +4,19 @@ os._exit(that status) instead.
 params: url, key, deaths, exit. Records: <key>:runs (INCR per run), LIST <key>:pids
 (the pid of each run), LIST <key>:done (the run number that finished)."""
 import os
+import runpy
 import signal
 
 import gevent
-import redis
 
 id = "proc.suicide"
 timeout = 1.0
 
-_clients = {}
+client = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["client"]
 
 
 def perform(params):
-    url = params["url"]
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url)
-    r = _clients[url]
+    r = client(params["url"])
     key = params["key"]
     run = r.incr(key + ":runs")
     r.rpush(key + ":pids", os.getpid())
