@@ -173,6 +173,11 @@ class Registry:
 
     def register(self, spec: str | types.ModuleType) -> list[Task]:
         module = load_module(spec)
+        source = self._source(spec, module)
+        if source in self.sources:
+            ids = ", ".join(repr(t.id) for t in tasks_of(module))
+            raise TaskDefinitionError(f"task id {ids} is registered twice: {source} was "
+                                      "registered already")
         # A decorated task that several modules hold (one defines it, others
         # import it, e.g. a module that gathers tasks) is one task: it is
         # registered once, by whichever of them is registered first, and the
@@ -184,7 +189,7 @@ class Registry:
                 raise TaskDefinitionError(f"task id {task_id!r} is registered twice")
         for t in new:
             self.tasks[t.id] = t
-        self.sources.append(self._source(spec, module))
+        self.sources.append(source)
         return new
 
     @staticmethod

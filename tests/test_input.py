@@ -42,6 +42,12 @@ def test_registering_the_same_file_twice_raises_task_definition_error(make_queue
         queue.register_task(task_file("core_dup_a"))
 
 
+def test_registering_the_same_decorated_file_twice_raises_task_definition_error(make_queue):
+    queue = make_queue("core_decorated")
+    with pytest.raises(greenq.TaskDefinitionError, match="core.add"):
+        queue.register_task(task_file("core_decorated"))
+
+
 def test_registering_two_files_with_the_same_task_id_raises_task_definition_error(make_queue):
     queue = make_queue("core_dup_a")
     with pytest.raises(greenq.TaskDefinitionError, match="core.dup"):
