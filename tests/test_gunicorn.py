@@ -2,13 +2,13 @@
 examples/flask_app.py with the hooks of greenq.contrib.gunicorn
 (examples/gunicorn.conf.py), plus the fault suite's witness task
 (tests/tasks/gunicorn_app.py). Jobs submitted over HTTP run in the gunicorn
-workers; gunicorn's SIGTERM (or a worker's max_requests) lets running jobs
-finish, and jobs still running at its graceful timeout, or at a quick
-shutdown (SIGINT or SIGQUIT, also after SIGTERM), go back to the queue
-before gunicorn's SIGKILL; greenq's log lines come out in gunicorn's
-format; set-ups the hooks cannot serve are refused at boot with a clear
-error; the same app under a threaded server, without the hooks, only
-submits."""
+workers; gunicorn's SIGTERM (or a HUP reload, or a worker's max_requests)
+lets running jobs finish, and jobs still running at its graceful timeout,
+or at a quick shutdown (SIGINT or SIGQUIT, also after SIGTERM), go back to
+the queue before gunicorn's SIGKILL; greenq's log lines come out in
+gunicorn's format; set-ups the hooks cannot serve are refused at boot with
+a clear error; the same app under a threaded server, without the hooks,
+only submits."""
 
 from __future__ import annotations
 
@@ -260,6 +260,36 @@ def test_a_worker_recycled_by_max_requests_finishes_its_jobs_before_it_exits(
     assert status == 0, server.output()
     sidelog.assert_each_ended_once(range(4))
     assert sidelog.interrupted() == []
+    assert_queue_empty(r, f"{namespace}:{{default}}:")
+    assert_no_kill_and_all_formatted(server)
+
+
+@pytest.mark.timeout(120)
+def test_a_hup_reload_lets_old_workers_finish_their_jobs_while_new_workers_take_new_ones(
+        gunicorn, tmp_path, r, namespace):
+    server = gunicorn()
+    old = server.wait_serving()
+    sidelog = SideLog(tmp_path / "side.log")
+    submit_running(server, sidelog, seconds=3.0, count=4)
+
+    server.process.send_signal(signal.SIGHUP)  # gunicorn: new workers, then SIGTERM to the old
+
+    def logged(prefix: str) -> set[int]:
+        return {pid for pid, _level, msg in server.lines() if msg.startswith(prefix)}
+
+    server.wait_for(lambda: logged("greenq: stopping ") == old and len(logged(STARTED)) == 4,
+                    "the old workers stopping, two new ones serving")
+    new = logged(STARTED) - old
+    for n in range(4, 6):
+        server.submit({"task": "fault.log", "params": sidelog.params(n, seconds=0.1)})
+    server.wait_for(lambda: sum(sidelog.count("end").values()) == 6, "6 jobs ended")
+    status, _seconds = server.stop(signal.SIGTERM)
+
+    assert status == 0, server.output()
+    sidelog.assert_each_ended_once(range(6))
+    assert sidelog.interrupted() == []
+    ran_in = {entry.n: entry.pid for entry in sidelog.entries() if entry.what == "end"}
+    assert {ran_in[n] for n in range(4)} <= old and {ran_in[n] for n in (4, 5)} <= new
     assert_queue_empty(r, f"{namespace}:{{default}}:")
     assert_no_kill_and_all_formatted(server)
 
