@@ -32,6 +32,7 @@ def test_the_wheel_ships_the_license_the_type_marker_and_every_lua_file(built_wh
     names = set(zipfile.ZipFile(path).namelist())
     assert any(name.endswith("licenses/LICENSE") for name in names)
     assert "greenq/py.typed" in names
+    assert "greenq/contrib/gunicorn.py" in names
     scripts = os.path.join(ROOT, "greenq", "scripts")
     for folder in (scripts, os.path.join(scripts, "include")):
         for lua in os.listdir(folder):
