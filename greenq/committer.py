@@ -16,6 +16,7 @@ from .broker import REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
 from .job import ROW, Job, decode_row
+from .outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ FLUSH_LIMIT = 1000  # stale jobs reclaimed per tick at most
 
 
 class Committer:
+    """The one greenlet that writes a process' job outcomes and heartbeats:
+    job greenlets hand it their outcome and go on; it sends whatever has
+    piled up since its last round trip, in one round trip, then emits the
+    events of what Redis confirmed."""
+
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
                  health: Health, emit: Callable, max_params_bytes: int,
                  flush_interval: float | None = None) -> None:
@@ -185,13 +191,13 @@ class Committer:
 
     def _lost(self, job: Job, code: int, what: str) -> None:
         self._resending.discard(job.id)
-        why = "its record is gone" if code == 0 else "its lease was taken away by a stale flush"
         self.emit("error", LeaseLostError(
-            f"job {job.id} ({job.task_id}) {what} after {why}; nothing was changed in Redis"))
+            f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}; "
+            "nothing was changed in Redis"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
-            if code == 1:
+            if code == Outcome.DONE:
                 self._resending.discard(job.id)
                 self.emit("job_success", job)
             else:
@@ -199,10 +205,10 @@ class Committer:
 
     def _after_fail(self, failed: list, codes: list[int]) -> None:
         for (job, error, _final), code in zip(failed, codes):
-            if code in (1, 2):
+            if code == Outcome.DONE or code == Outcome.RETRIED:
                 self._resending.discard(job.id)
                 job.error = error
-                if code == 2:
+                if code == Outcome.RETRIED:
                     job.retries -= 1
                     self.emit("job_retry", job)
                 else:
@@ -212,7 +218,7 @@ class Committer:
 
     def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
-            if code == 1:
+            if code == Outcome.DONE:
                 self._resending.discard(job.id)
             else:
                 self._lost(job, code, "was given back")

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
+    """Runs jobs in this process: one fetcher greenlet leases jobs into a pool
+    of `worker_count` greenlets, each job's outcome goes to the committer,
+    and `stop()` winds it all down without losing a job."""
+
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
