@@ -85,11 +85,13 @@ class Committer:
 
     def stop(self) -> None:
         """Commit everything still buffered, then stop (forgetting this process
-        in Redis if it holds no job any more)."""
+        in Redis if it holds no job any more). Does nothing if it never
+        started (the process' start() failed first)."""
+        if self._greenlet is None:
+            return
         self._stopping = True
         self._wake.set()
-        if self._greenlet is not None:
-            self._greenlet.join()
+        self._greenlet.join()
         try:
             self.broker.heartbeat(self.process_id, self.client)
             if not self._resending:
