@@ -17,6 +17,7 @@ from .errors import LeaseLostError
 from .health import Health
 from .job import ROW, Job, decode_row
 from .outcomes import Outcome
+from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Committer:
         self.unsettled: set[str] = set()
         self._wake = gevent.event.Event()
         self._stopping = False
+        self._crashes_while_stopping = 0
         self._greenlet = None
         self.client = None
         self.round_trips = 0
@@ -81,7 +83,7 @@ class Committer:
 
     def start(self) -> None:
         self.client = self.broker.script_channel()
-        self._greenlet = gevent.spawn(self._loop)
+        self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
     def stop(self) -> None:
         """Commit everything still buffered, then stop (forgetting this process
@@ -119,6 +121,18 @@ class Committer:
                     next_flush = now + self.flush_interval
             elif self._stopping and self.health.down and self._give_up_on_stop():
                 return
+
+    def _after_crash(self) -> bool:
+        # _commit put back what it had taken: start again, so that outcomes
+        # are recorded and heartbeats go on. A stop gives a loop that keeps
+        # crashing a few tries, then leaves the rest to the stale flush.
+        if self._stopping:
+            self._crashes_while_stopping += 1
+            if self._crashes_while_stopping > 3:
+                log.error("commit loop crashing at shutdown; %d finished jobs not recorded, "
+                          "the stale flush will run them again", self.backlog())
+                return False
+        return True
 
     def _give_up_on_stop(self) -> bool:
         # Shutting down while Redis is gone: keep trying for a while, then
@@ -166,7 +180,7 @@ class Committer:
             return True
         try:
             results = self.broker.run_batch(self.client, calls)
-        except REDIS_TROUBLE as exc:
+        except BaseException as exc:
             # Unknown whether Redis ran them: keep them to send again. Every
             # script is lease-checked and leaves receipts, so a second run
             # changes nothing twice and returns what the first one did.
@@ -176,17 +190,19 @@ class Committer:
             self._resending.update(job.id for job in succeeded)
             self._resending.update(job.id for job, _, _ in failed)
             self._resending.update(job.id for job in given_back)
+            if not isinstance(exc, REDIS_TROUBLE):
+                raise  # a bug, or the stop's deadline: supervisor.py / stop() deal with it
             gevent.sleep(self.health.trouble(exc))
             return False
         self.round_trips += 1
         self.health.ok()
         if succeeded or failed or given_back:
             self._receipts_written = True
-        for handler, result in zip(handlers, results):
-            handler(result)
         self.unsettled.difference_update(job.id for job in succeeded)
         self.unsettled.difference_update(job.id for job, _, _ in failed)
         self.unsettled.difference_update(job.id for job in given_back)
+        for handler, result in zip(handlers, results):
+            handler(result)
         return True
 
     # -- results -> events ---------------------------------------------------

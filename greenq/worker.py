@@ -27,6 +27,7 @@ from .health import Health
 from .job import ROW, Job, decode_row
 from .lifeline import Lifeline
 from .registry import Registry, Task
+from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Worker:
         # True while the fetcher waits (for a free slot, or in BLMOVE) holding
         # no lease, so stop() may kill it instead of waiting out the wait.
         self._parked = False
-        self._orphans_possible = False
+        # None, or how jobs this process does not run may have been leased to it.
+        self._maybe_orphans: str | None = None
         self._fetcher = None
         # Block in Redis well within the socket timeout, or an idle wait
         # would read as a broken connection.
@@ -77,7 +79,7 @@ class Worker:
         self.broker.heartbeat(self.process_id, self._client)
         self.committer.start()
         self.lifeline.start()
-        self._fetcher = gevent.spawn(self._fetch_loop)
+        self._fetcher = supervise("fetch", self._fetch_loop, self.emit, self._after_fetch_crash)
 
     # -- fetching ------------------------------------------------------------
 
@@ -94,8 +96,8 @@ class Worker:
                     self._parked = False
                 continue
             try:
-                if self._orphans_possible:
-                    self._give_back_orphans()
+                if self._maybe_orphans:
+                    self._give_back_orphans(self._maybe_orphans)
                 if queue_was_empty:
                     # Parked in Redis' wait; stop() may kill us here and
                     # then gives back what the pipelined fetch leased.
@@ -111,7 +113,7 @@ class Worker:
                         self._client, self.process_id, free, default_ms, self._timeouts)
             except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
-                self._orphans_possible = True
+                self._maybe_orphans = "by a fetch whose reply was lost"
                 gevent.sleep(self.health.trouble(exc))
                 continue
             self.health.ok()
@@ -128,16 +130,22 @@ class Worker:
                 # packed and sent: a woken idle worker starts its job sooner.
                 gevent.sleep(0)
 
-    def _give_back_orphans(self) -> None:
-        """Jobs Redis says we hold but we do not run: leased by a fetch whose
-        reply was lost. Give them back untouched."""
+    def _after_fetch_crash(self) -> bool:
+        # Rows of the crashed round may be leased but not started.
+        self._maybe_orphans = "by the fetch loop before it crashed"
+        return not self._stopping
+
+    def _give_back_orphans(self, how: str) -> None:
+        """Jobs Redis says we hold but we do not run (leased `how`: by a fetch
+        whose reply was lost, ...). Give them back untouched."""
         busy = set(self.running) | self.committer.unsettled
         orphans = [x for job_id, token in self.broker.owned(self.process_id)
                    if job_id not in busy for x in (job_id, token)]
         if orphans:
-            log.warning("giving back %d jobs leased by a fetch whose reply was lost", len(orphans) // 2)
+            count = len(orphans) // 2
+            log.warning("giving back %d %s leased %s", count, "job" if count == 1 else "jobs", how)
             self.broker.give_back(self.process_id, orphans, self._client)
-        self._orphans_possible = False
+        self._maybe_orphans = None
 
     def _start_job(self, row: list) -> None:
         try:
@@ -203,11 +211,11 @@ class Worker:
                 # the wait in Redis too: no job arriving while running jobs
                 # finish is leased to us.
                 self._fetcher.kill()
-                self._orphans_possible = True
+                self._maybe_orphans = "by the wait this stop interrupted"
             self._fetcher.join()
-            if self._orphans_possible:
+            if self._maybe_orphans:
                 try:
-                    self._give_back_orphans()
+                    self._give_back_orphans(self._maybe_orphans)
                 except REDIS_TROUBLE as exc:
                     log.warning("could not give back jobs leased at shutdown; the stale "
                                 "flush will: %r", exc)
