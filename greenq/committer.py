@@ -67,6 +67,9 @@ class Committer:
         self._wake.set()
 
     def failed(self, job: Job, error: str, final: bool = False) -> None:
+        # Redis stores bytes: an error text with lone surrogates (a file name
+        # that is not UTF-8, decoded by os.fsdecode) could never be sent.
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.unsettled.add(job.id)
         self._failed.append((job, error, final))
         self._wake.set()

@@ -78,3 +78,23 @@ def test_a_commit_loop_that_raises_is_reported_restarted_and_heartbeats_go_on(
     assert r.get(slow_key + ":runs") == b"1" and r.get(quick_key + ":runs") == b"1"
     [error] = errors
     assert "commit loop" in str(error) and "injected: commit failed" in str(error)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_whose_error_text_is_not_valid_unicode_still_lands_in_the_failed_queue(make_queue):
+    # The text a task's exception gives may hold lone surrogates (a file name
+    # that is not UTF-8, through os.fsdecode); Redis takes only bytes.
+    queue = make_queue(os.path.join(TASKS, "bad_text.py"), worker_count=2)
+    failed, errors = [], []
+    queue.on("job_fail", failed.append)
+    queue.on("error", errors.append)
+    queue.start()
+
+    job_id = queue.submit_job("bad.text")
+
+    wait_until(lambda: failed, timeout=10)
+    [job] = failed
+    assert job.id == job_id and "cannot open caf\\udce9.txt" in job.error
+    [stored] = queue.failed_jobs()
+    assert stored.id == job_id and "cannot open caf\\udce9.txt" in stored.error
+    assert errors == []
