@@ -59,9 +59,11 @@ class Worker:
         self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
         self._hurry = gevent.event.Event()
-        # True while the fetcher waits (for a free slot, or in BLMOVE) holding
-        # no lease, so stop() may kill it instead of waiting out the wait.
-        self._parked = False
+        # Not None while the fetcher waits (for a free slot, in BLMOVE, in a
+        # back-off) holding no lease, so stop() may kill it instead of
+        # waiting out the wait; then how a kill there may leave jobs leased
+        # to us that we do not run ("" none).
+        self._parked: str | None = None
         # None, or how jobs this process does not run may have been leased to it.
         self._maybe_orphans: str | None = None
         self._fetcher = None
@@ -89,11 +91,11 @@ class Worker:
         while not self._stopping:
             free = min(self.pool.free_count(), config.SCRIPT_BATCH)
             if free == 0:
-                self._parked = True
+                self._parked = ""
                 try:
                     self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
                 finally:
-                    self._parked = False
+                    self._parked = None
                 continue
             try:
                 if self._maybe_orphans:
@@ -101,13 +103,13 @@ class Worker:
                 if queue_was_empty:
                     # Parked in Redis' wait; stop() may kill us here and
                     # then gives back what the pipelined fetch leased.
-                    self._parked = True
+                    self._parked = "by the wait this stop interrupted"
                     try:
                         rows, problems = self.broker.wait_and_fetch(
                             self._client, self._block_seconds, self.process_id, free,
                             default_ms, self._timeouts)
                     finally:
-                        self._parked = False
+                        self._parked = None
                 else:
                     rows, problems = self.broker.fetch(
                         self._client, self.process_id, free, default_ms, self._timeouts)
@@ -204,14 +206,14 @@ class Worker:
         them back), commit every outcome, then close the connections."""
         self._stopping = True
         if self._fetcher is not None:
-            if self._parked:
-                # Only a wait is lost, unless the fetch pipelined behind it
-                # had just leased jobs: those are given back below. redis-py
-                # closes a connection whose read was interrupted, which ends
-                # the wait in Redis too: no job arriving while running jobs
-                # finish is leased to us.
+            if self._parked is not None:
+                # Only a wait is lost, unless the fetch pipelined behind a
+                # BLMOVE had just leased jobs: those are given back below.
+                # redis-py closes a connection whose read was interrupted,
+                # which ends the wait in Redis too: no job arriving while
+                # running jobs finish is leased to us.
+                self._maybe_orphans = self._parked or self._maybe_orphans
                 self._fetcher.kill()
-                self._maybe_orphans = "by the wait this stop interrupted"
             self._fetcher.join()
             if self._maybe_orphans:
                 try:
@@ -224,7 +226,11 @@ class Worker:
         gevent.wait([waiter, self._hurry], timeout=timeout, count=1)
         waiter.kill()
         if self.running:
-            log.warning("shutdown timeout: giving %d running jobs back to the queue", len(self.running))
+            count = len(self.running)
+            why = (f"shutdown timeout ({timeout:g} s) passed" if timeout and not self._hurry.is_set()
+                   else "asked to stop at once")
+            log.warning("%s: giving %d running %s back to the queue",
+                        why, count, "job" if count == 1 else "jobs")
             for _job, greenlet in list(self.running.values()):
                 greenlet.kill(WorkerShutdown, block=False)
             self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
