@@ -88,22 +88,25 @@ class Committer:
         self.client = self.broker.script_channel()
         self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         """Commit everything still buffered, then stop (forgetting this process
         in Redis if it holds no job any more). Does nothing if it never
-        started (the process' start() failed first)."""
+        started (the process' start() failed first). Returns how many jobs
+        Redis says this process still holds, None when unknown."""
         if self._greenlet is None:
-            return
+            return None
         self._stopping = True
         self._wake.set()
         self._greenlet.join()
+        held = None
         try:
-            self.broker.heartbeat(self.process_id, self.client)
+            held, _now = self.broker.heartbeat(self.process_id, self.client)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
             log.warning("could not send the last heartbeat: %r", exc)
         self.client.disconnect()
+        return held
 
     def _loop(self) -> None:
         next_tick = next_flush = 0.0

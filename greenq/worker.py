@@ -31,6 +31,12 @@ from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
+# How a stop names jobs Redis leased to this process after its fetcher was
+# stopped: Redis learns of a closed connection only when the close reaches
+# it, and may serve that connection's wait before (a proxy, a slow network).
+LEASED_AFTER_STOP = ("after this process stopped fetching (Redis served the wait of "
+                     "the fetcher it had stopped)")
+
 
 class Worker:
     """Runs jobs in this process: one fetcher greenlet leases jobs into a pool
@@ -203,15 +209,16 @@ class Worker:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching, let running jobs finish (up to `timeout`, then give
-        them back), commit every outcome, then close the connections."""
+        them back), commit every outcome, give back any job Redis leased to
+        this process that it does not run, then close the connections."""
         self._stopping = True
         if self._fetcher is not None:
             if self._parked is not None:
                 # Only a wait is lost, unless the fetch pipelined behind a
                 # BLMOVE had just leased jobs: those are given back below.
                 # redis-py closes a connection whose read was interrupted,
-                # which ends the wait in Redis too: no job arriving while
-                # running jobs finish is leased to us.
+                # which ends the wait once Redis sees the close; until then
+                # it may still serve it (checked again at the end).
                 self._maybe_orphans = self._parked or self._maybe_orphans
                 self._fetcher.kill()
             self._fetcher.join()
@@ -234,7 +241,16 @@ class Worker:
             for _job, greenlet in list(self.running.values()):
                 greenlet.kill(WorkerShutdown, block=False)
             self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
-        self.committer.stop()
+        held = self.committer.stop()
+        if held:
+            # Redis says we hold jobs after every outcome was written: leased
+            # by a wait Redis served after the first check above.
+            try:
+                self._give_back_orphans(self._maybe_orphans or LEASED_AFTER_STOP)
+                self.broker.heartbeat(self.process_id, self._client)  # forgets us if we hold none
+            except REDIS_TROUBLE as exc:
+                log.warning("could not give back jobs leased after the stop began; the stale "
+                            "flush will: %r", exc)
         self.lifeline.stop()
         if self._client is not None:
             self._client.disconnect()

@@ -65,6 +65,87 @@ def test_shutdown_after_a_start_redis_refused_returns_quietly_even_twice(
             and rec.name != "greenq.queue"] == []  # (the queue may warn about the server)
 
 
+# -- a fetch Redis ran after the stop killed its fetcher ------------------------
+
+
+class LateCloseProxy:
+    """A TCP proxy in front of Redis that passes on a client's close only when
+    released: like a network path or a proxy on which the close reaches
+    Redis after commands the client sent later on other connections."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.released = gevent.event.Event()
+        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._relay)
+
+    def start(self) -> "LateCloseProxy":
+        self.server.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.server.server_port}/0"
+
+    @staticmethod
+    def _pump(source, target) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    return
+                target.sendall(data)
+        except OSError:
+            return
+
+    def _relay(self, downstream, _address) -> None:
+        upstream = gevent.socket.create_connection(("127.0.0.1", self.port))
+        replies = gevent.spawn(self._pump, upstream, downstream)
+        self._pump(downstream, upstream)
+        self.released.wait()  # the client closed; Redis learns it only now
+        upstream.close()
+        replies.kill()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.stop(timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_leased_by_a_wait_redis_served_after_the_stop_killed_it_goes_back_to_the_queue(
+        make_queue, r, redis_server, namespace, caplog):
+    caplog.set_level(logging.WARNING, logger="greenq")
+    proxy = LateCloseProxy(redis_server.port).start()
+    try:
+        worker = make_queue(SLOW, redis_url=proxy.url, worker_count=2)
+        submitter = make_queue()
+        worker.start()
+        submitter.submit_job("fault.slow", params={"n": 0, "seconds": 2.0})
+        wait_until(lambda: submitter.stats()["active"] == 1 and blocked_in_blmove(r))
+
+        # The stop kills the waiting fetcher, finds nothing leased, and waits
+        # for the running job. Redis has not seen the close yet.
+        stopping = gevent.spawn(worker.shutdown)
+        wait_until(lambda: worker._runner._fetcher.dead)
+        gevent.sleep(0.2)  # the stop's first ownership check: one round trip
+        assert blocked_in_blmove(r)
+        job_id = submitter.submit_job("fault.slow", params={"n": 1})
+        job_key = prefix_of(namespace) + f"job:{job_id}"
+        # Redis served the dead fetcher's wait: the job is leased to a
+        # process that will never run it.
+        wait_until(lambda: r.hget(job_key, "owner") == worker.process_id.encode())
+        stopping.get(timeout=30)
+    finally:
+        proxy.close()
+
+    record = r.hgetall(job_key)
+    assert record[b"state"] == b"pending" and record[b"attempts"] == b"0", record
+    assert r.zcard(prefix_of(namespace) + f"owned:{worker.process_id}") == 0
+    assert r.lrange(prefix_of(namespace) + "pending", 0, -1) == [job_id.encode()]
+    [line] = [m for m in worker_messages(caplog) if "giving back" in m]
+    assert line == ("giving back 1 job leased after this process stopped fetching "
+                    "(Redis served the wait of the fetcher it had stopped)")
+
+
 # -- what the stop logs ----------------------------------------------------------
 
 
