@@ -88,23 +88,38 @@ class Committer:
         self.client = self.broker.script_channel()
         self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
-    def stop(self) -> int | None:
+    def stop(self, deadline: float | None = None) -> int | None:
         """Commit everything still buffered, then stop (forgetting this process
         in Redis if it holds no job any more). Does nothing if it never
-        started (the process' start() failed first). Returns how many jobs
-        Redis says this process still holds, None when unknown."""
+        started (the process' start() failed first). `deadline`
+        (time.monotonic()): stop waiting for Redis then, and leave what is
+        not written to the stale flush. Returns how many jobs Redis says this
+        process still holds, None when unknown."""
         if self._greenlet is None:
             return None
         self._stopping = True
         self._wake.set()
-        self._greenlet.join()
+        self._greenlet.join(timeout=None if deadline is None
+                            else max(0.0, deadline - time.monotonic()))
+        if not self._greenlet.dead:
+            self._greenlet.kill()  # _commit keeps the batch it was sending: counted below
+            log.error("Redis did not answer before the shutdown deadline: the outcomes of %d "
+                      "jobs are not recorded; the stale flush will run them again", self.backlog())
         held = None
+        timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        timer.start()
         try:
             held, _now = self.broker.heartbeat(self.process_id, self.client)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
             log.warning("could not send the last heartbeat: %r", exc)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            log.warning("could not send the last heartbeat before the shutdown deadline")
+        finally:
+            timer.close()
         self.client.disconnect()
         return held
 

@@ -31,11 +31,20 @@ from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
+# stop(timeout=T) returns within T + this many seconds, Redis answering or
+# not: time for the jobs given back at T to unwind, and for the round trips
+# that record them, the last heartbeat and the last ownership check.
+SHUTDOWN_MARGIN = 1.0
 # How a stop names jobs Redis leased to this process after its fetcher was
 # stopped: Redis learns of a closed connection only when the close reaches
 # it, and may serve that connection's wait before (a proxy, a slow network).
 LEASED_AFTER_STOP = ("after this process stopped fetching (Redis served the wait of "
                      "the fetcher it had stopped)")
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (time.monotonic()), never negative; None: no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Worker:
@@ -122,7 +131,11 @@ class Worker:
             except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
                 self._maybe_orphans = "by a fetch whose reply was lost"
-                gevent.sleep(self.health.trouble(exc))
+                self._parked = ""  # a stop need not wait out the back-off
+                try:
+                    gevent.sleep(self.health.trouble(exc))
+                finally:
+                    self._parked = None
                 continue
             self.health.ok()
             for problem in problems:
@@ -210,28 +223,22 @@ class Worker:
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching, let running jobs finish (up to `timeout`, then give
         them back), commit every outcome, give back any job Redis leased to
-        this process that it does not run, then close the connections."""
+        this process that it does not run, then close the connections.
+
+        With a timeout (or after `hurry()`), it returns within
+        SHUTDOWN_MARGIN seconds after the timeout (the hurry), even while
+        Redis does not answer; what it could not write then is left to the
+        stale flush (those jobs run again once their timeout passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping = True
         if self._fetcher is not None:
-            if self._parked is not None:
-                # Only a wait is lost, unless the fetch pipelined behind a
-                # BLMOVE had just leased jobs: those are given back below.
-                # redis-py closes a connection whose read was interrupted,
-                # which ends the wait once Redis sees the close; until then
-                # it may still serve it (checked again at the end).
-                self._maybe_orphans = self._parked or self._maybe_orphans
-                self._fetcher.kill()
-            self._fetcher.join()
-            if self._maybe_orphans:
-                try:
-                    self._give_back_orphans(self._maybe_orphans)
-                except REDIS_TROUBLE as exc:
-                    log.warning("could not give back jobs leased at shutdown; the stale "
-                                "flush will: %r", exc)
-        deadline = None if timeout is None else time.monotonic() + timeout
+            self._stop_fetcher(deadline)
         waiter = gevent.spawn(self.pool.join)
-        gevent.wait([waiter, self._hurry], timeout=timeout, count=1)
+        self._wait(waiter, deadline)
         waiter.kill()
+        hard = None if deadline is None else deadline + SHUTDOWN_MARGIN
+        if self._hurry.is_set():
+            hard = min(hard or float("inf"), time.monotonic() + SHUTDOWN_MARGIN)
         if self.running:
             count = len(self.running)
             why = (f"shutdown timeout ({timeout:g} s) passed" if timeout and not self._hurry.is_set()
@@ -240,17 +247,53 @@ class Worker:
                         why, count, "job" if count == 1 else "jobs")
             for _job, greenlet in list(self.running.values()):
                 greenlet.kill(WorkerShutdown, block=False)
-            self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
-        held = self.committer.stop()
+            self.pool.join(timeout=1.0 if hard is None else _left(hard))
+        held = self.committer.stop(hard)
         if held:
             # Redis says we hold jobs after every outcome was written: leased
-            # by a wait Redis served after the first check above.
-            try:
-                self._give_back_orphans(self._maybe_orphans or LEASED_AFTER_STOP)
-                self.broker.heartbeat(self.process_id, self._client)  # forgets us if we hold none
-            except REDIS_TROUBLE as exc:
-                log.warning("could not give back jobs leased after the stop began; the stale "
-                            "flush will: %r", exc)
+            # by a wait Redis served after the first check (_stop_fetcher).
+            self._give_back_orphans_by(hard, self._maybe_orphans or LEASED_AFTER_STOP,
+                                       forget=True)
         self.lifeline.stop()
         if self._client is not None:
             self._client.disconnect()
+
+    def _wait(self, greenlet: gevent.Greenlet, deadline: float | None, hurry: bool = True) -> bool:
+        """Wait for `greenlet` until `deadline` (and a hurry, if `hurry`); True if it ended."""
+        gevent.wait([greenlet, self._hurry] if hurry else [greenlet], timeout=_left(deadline), count=1)
+        return greenlet.ready()
+
+    def _stop_fetcher(self, deadline: float | None) -> None:
+        if self._parked is not None:
+            # Only a wait (or a back-off) is lost, unless the fetch pipelined
+            # behind a BLMOVE had just leased jobs: those are given back
+            # below. redis-py closes a connection whose read was
+            # interrupted, which ends the wait once Redis sees the close.
+            self._maybe_orphans = self._parked or self._maybe_orphans
+            self._fetcher.kill()
+        elif not self._wait(self._fetcher, deadline):
+            # A fetch in flight: its jobs start and run like the others,
+            # unless Redis does not answer before the deadline (or a hurry).
+            self._fetcher.kill()
+            self._maybe_orphans = "by a fetch this stop cut short"
+        if self._maybe_orphans and not self._hurry.is_set() and _left(deadline) != 0:
+            # Now, not after the running jobs: they may take minutes.
+            self._give_back_orphans_by(deadline, self._maybe_orphans)
+
+    def _give_back_orphans_by(self, deadline: float | None, how: str, forget: bool = False) -> None:
+        """_give_back_orphans, abandoned at `deadline` (or a hurry, unless
+        `forget`); `forget`: then a heartbeat, which forgets this process in
+        Redis if it holds nothing any more."""
+        def give_back() -> None:
+            try:
+                self._give_back_orphans(how)
+                if forget:
+                    self.broker.heartbeat(self.process_id, self._client)
+            except REDIS_TROUBLE as exc:
+                log.warning("could not give back jobs leased %s (%r); the stale flush will", how, exc)
+
+        giver = gevent.spawn(give_back)
+        if not self._wait(giver, deadline, hurry=not forget):
+            giver.kill()
+            log.warning("could not give back jobs leased %s before the shutdown deadline; "
+                        "the stale flush will", how)

@@ -65,6 +65,57 @@ def test_shutdown_after_a_start_redis_refused_returns_quietly_even_twice(
             and rec.name != "greenq.queue"] == []  # (the queue may warn about the server)
 
 
+# -- the timeout holds while Redis is stalled ------------------------------------
+
+
+@pytest.fixture
+def stoppable_server():
+    server = RedisServer().start()
+    yield server
+    server.process.send_signal(signal.SIGCONT)  # in case the test failed mid-stop
+    server.close()
+
+
+@pytest.mark.timeout(150)
+def test_shutdown_with_a_timeout_returns_soon_after_it_while_redis_is_stalled(
+        make_queue, stoppable_server, namespace):
+    """Redis frozen (SIGSTOP) while a job finishes and another runs on: every
+    call of the stop (fetch, ownership check, commit, give-back, the last
+    heartbeat) would wait out the socket timeout and the back-offs. The stop
+    returns within the timeout plus the documented margin, and loses no job:
+    the one it could not give back stays leased, for the stale flush."""
+    from greenq.worker import SHUTDOWN_MARGIN
+
+    timeout = 1.0
+    queue = make_queue(SLOW, redis_url=stoppable_server.url, worker_count=2)
+    queue.start()
+    [task] = queue.registry.tasks.values()
+    runs = task.perform.__globals__["runs"]
+    # Both in one fetch, so the fetcher's next call (when the short job ends)
+    # is a plain fetch, not a wait the stop may kill.
+    short, long = queue.submit_jobs([
+        {"task_id": "fault.slow", "params": {"n": 0, "seconds": 0.5}},
+        {"task_id": "fault.slow", "params": {"n": 1, "seconds": 60}}])
+    wait_until(lambda: len(runs) == 2)
+    stoppable_server.process.send_signal(signal.SIGSTOP)
+    gevent.sleep(1.0)  # the short job ends: its commit and the next fetch hang
+
+    started = time.monotonic()
+    queue.shutdown(timeout=timeout)
+    took = time.monotonic() - started
+    stoppable_server.process.send_signal(signal.SIGCONT)
+
+    print(f"shutdown(timeout={timeout}) with Redis stalled took {took:.2f} s")
+    assert took < timeout + SHUTDOWN_MARGIN + 2.0
+    r = stoppable_server.client()
+    gevent.sleep(0.2)  # Redis runs what was sent to it during the stall
+    owned = r.zrange(prefix_of(namespace) + f"owned:{queue.process_id}", 0, -1)
+    assert long.encode() in owned
+    # The short job's success was sent during the stall: recorded once Redis
+    # ran again, or still leased like the other.
+    assert short.encode() in owned or not r.exists(prefix_of(namespace) + f"job:{short}")
+
+
 # -- a fetch Redis ran after the stop killed its fetcher ------------------------
 
 
