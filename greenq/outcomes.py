@@ -16,11 +16,7 @@ class Outcome(IntEnum):
                      # now or by an earlier send of the same finish
     RETRIED = 2      # fail.lua only: queued again with one retry fewer
 
-    @property
-    def lost(self) -> bool:
-        """The finish changed nothing: this process no longer held the job."""
-        return self <= Outcome.NO_RECORD
-
     def why_lost(self) -> str:
+        """Why a LEASE_LOST or NO_RECORD finish changed nothing, for the error event."""
         return "its record is gone" if self is Outcome.NO_RECORD \
             else "its lease was taken away by a stale flush"
