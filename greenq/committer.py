@@ -16,6 +16,8 @@ from .broker import REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
 from .job import ROW, Job, decode_row
+from .outcomes import Outcome
+from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,11 @@ FLUSH_LIMIT = 1000  # stale jobs reclaimed per tick at most
 
 
 class Committer:
+    """The one greenlet that writes a process' job outcomes and heartbeats:
+    job greenlets hand it their outcome and go on; it sends whatever has
+    piled up since its last round trip, in one round trip, then emits the
+    events of what Redis confirmed."""
+
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
                  health: Health, emit: Callable, max_params_bytes: int,
                  flush_interval: float | None = None) -> None:
@@ -47,6 +54,7 @@ class Committer:
         self.unsettled: set[str] = set()
         self._wake = gevent.event.Event()
         self._stopping = False
+        self._crashes_while_stopping = 0
         self._greenlet = None
         self.client = None
         self.round_trips = 0
@@ -59,6 +67,9 @@ class Committer:
         self._wake.set()
 
     def failed(self, job: Job, error: str, final: bool = False) -> None:
+        # Redis stores bytes: an error text with lone surrogates (a file name
+        # that is not UTF-8, decoded by os.fsdecode) could never be sent.
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.unsettled.add(job.id)
         self._failed.append((job, error, final))
         self._wake.set()
@@ -75,22 +86,42 @@ class Committer:
 
     def start(self) -> None:
         self.client = self.broker.script_channel()
-        self._greenlet = gevent.spawn(self._loop)
+        self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
-    def stop(self) -> None:
+    def stop(self, deadline: float | None = None) -> int | None:
         """Commit everything still buffered, then stop (forgetting this process
-        in Redis if it holds no job any more)."""
+        in Redis if it holds no job any more). Does nothing if it never
+        started (the process' start() failed first). `deadline`
+        (time.monotonic()): stop waiting for Redis then, and leave what is
+        not written to the stale flush. Returns how many jobs Redis says this
+        process still holds, None when unknown."""
+        if self._greenlet is None:
+            return None
         self._stopping = True
         self._wake.set()
-        if self._greenlet is not None:
-            self._greenlet.join()
+        self._greenlet.join(timeout=None if deadline is None
+                            else max(0.0, deadline - time.monotonic()))
+        if not self._greenlet.dead:
+            self._greenlet.kill()  # _commit keeps the batch it was sending: counted below
+            log.error("Redis did not answer before the shutdown deadline: the outcomes of %d "
+                      "jobs are not recorded; the stale flush will run them again", self.backlog())
+        held = None
+        timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        timer.start()
         try:
-            self.broker.heartbeat(self.process_id, self.client)
+            held, _now = self.broker.heartbeat(self.process_id, self.client)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
             log.warning("could not send the last heartbeat: %r", exc)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            log.warning("could not send the last heartbeat before the shutdown deadline")
+        finally:
+            timer.close()
         self.client.disconnect()
+        return held
 
     def _loop(self) -> None:
         next_tick = next_flush = 0.0
@@ -111,6 +142,18 @@ class Committer:
                     next_flush = now + self.flush_interval
             elif self._stopping and self.health.down and self._give_up_on_stop():
                 return
+
+    def _after_crash(self) -> bool:
+        # _commit put back what it had taken: start again, so that outcomes
+        # are recorded and heartbeats go on. A stop gives a loop that keeps
+        # crashing a few tries, then leaves the rest to the stale flush.
+        if self._stopping:
+            self._crashes_while_stopping += 1
+            if self._crashes_while_stopping > 3:
+                log.error("commit loop crashing at shutdown; %d finished jobs not recorded, "
+                          "the stale flush will run them again", self.backlog())
+                return False
+        return True
 
     def _give_up_on_stop(self) -> bool:
         # Shutting down while Redis is gone: keep trying for a while, then
@@ -158,7 +201,7 @@ class Committer:
             return True
         try:
             results = self.broker.run_batch(self.client, calls)
-        except REDIS_TROUBLE as exc:
+        except BaseException as exc:
             # Unknown whether Redis ran them: keep them to send again. Every
             # script is lease-checked and leaves receipts, so a second run
             # changes nothing twice and returns what the first one did.
@@ -168,30 +211,32 @@ class Committer:
             self._resending.update(job.id for job in succeeded)
             self._resending.update(job.id for job, _, _ in failed)
             self._resending.update(job.id for job in given_back)
+            if not isinstance(exc, REDIS_TROUBLE):
+                raise  # a bug, or the stop's deadline: supervisor.py / stop() deal with it
             gevent.sleep(self.health.trouble(exc))
             return False
         self.round_trips += 1
         self.health.ok()
         if succeeded or failed or given_back:
             self._receipts_written = True
-        for handler, result in zip(handlers, results):
-            handler(result)
         self.unsettled.difference_update(job.id for job in succeeded)
         self.unsettled.difference_update(job.id for job, _, _ in failed)
         self.unsettled.difference_update(job.id for job in given_back)
+        for handler, result in zip(handlers, results):
+            handler(result)
         return True
 
     # -- results -> events ---------------------------------------------------
 
     def _lost(self, job: Job, code: int, what: str) -> None:
         self._resending.discard(job.id)
-        why = "its record is gone" if code == 0 else "its lease was taken away by a stale flush"
         self.emit("error", LeaseLostError(
-            f"job {job.id} ({job.task_id}) {what} after {why}; nothing was changed in Redis"))
+            f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}; "
+            "nothing was changed in Redis"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
-            if code == 1:
+            if code == Outcome.DONE:
                 self._resending.discard(job.id)
                 self.emit("job_success", job)
             else:
@@ -199,10 +244,10 @@ class Committer:
 
     def _after_fail(self, failed: list, codes: list[int]) -> None:
         for (job, error, _final), code in zip(failed, codes):
-            if code in (1, 2):
+            if code == Outcome.DONE or code == Outcome.RETRIED:
                 self._resending.discard(job.id)
                 job.error = error
-                if code == 2:
+                if code == Outcome.RETRIED:
                     job.retries -= 1
                     self.emit("job_retry", job)
                 else:
@@ -212,7 +257,7 @@ class Committer:
 
     def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):
-            if code == 1:
+            if code == Outcome.DONE:
                 self._resending.discard(job.id)
             else:
                 self._lost(job, code, "was given back")

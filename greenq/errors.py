@@ -52,3 +52,8 @@ class TimeLimitExceeded(BaseException):
     """Raised inside a job that ran longer than its task's `time_limit`; the
     job fails (and is retried if it has retries left). A BaseException, so a
     task's `except Exception` cannot swallow it."""
+
+
+class LoopCrashedError(GreenQError):
+    """Raised (as an `error` event) when a worker process' fetch or commit
+    loop died of an unexpected exception (a bug); the loop starts again."""

@@ -220,7 +220,13 @@ class GreenQueue:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop taking jobs, let running ones finish (jobs still running after
-        `timeout` go back to the queue), stop children, close connections."""
+        `timeout` go back to the queue), stop children, close connections.
+
+        With a timeout, in-process workers return within `timeout` plus
+        worker.SHUTDOWN_MARGIN (1 s), even while Redis does not answer:
+        what could not be written then (outcomes, give-backs) is left to the
+        stale flush, which runs those jobs again after their timeout. Safe to
+        call twice, and after a `start()` that failed."""
         if self._state in ("stopping", "stopped"):
             return
         self._state = "stopping"

@@ -27,11 +27,31 @@ from .health import Health
 from .job import ROW, Job, decode_row
 from .lifeline import Lifeline
 from .registry import Registry, Task
+from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
+# stop(timeout=T) returns within T + this many seconds, Redis answering or
+# not: time for the jobs given back at T to unwind, and for the round trips
+# that record them, the last heartbeat and the last ownership check.
+SHUTDOWN_MARGIN = 1.0
+# How a stop names jobs Redis leased to this process after its fetcher was
+# stopped: Redis learns of a closed connection only when the close reaches
+# it, and may serve that connection's wait before (a proxy, a slow network).
+LEASED_AFTER_STOP = ("after this process stopped fetching (Redis served the wait of "
+                     "the fetcher it had stopped)")
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (time.monotonic()), never negative; None: no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 class Worker:
+    """Runs jobs in this process: one fetcher greenlet leases jobs into a pool
+    of `worker_count` greenlets, each job's outcome goes to the committer,
+    and `stop()` winds it all down without losing a job."""
+
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
@@ -54,10 +74,13 @@ class Worker:
         self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
         self._hurry = gevent.event.Event()
-        # True while the fetcher waits (for a free slot, or in BLMOVE) holding
-        # no lease, so stop() may kill it instead of waiting out the wait.
-        self._parked = False
-        self._orphans_possible = False
+        # Not None while the fetcher waits (for a free slot, in BLMOVE, in a
+        # back-off) holding no lease, so stop() may kill it instead of
+        # waiting out the wait; then how a kill there may leave jobs leased
+        # to us that we do not run ("" none).
+        self._parked: str | None = None
+        # None, or how jobs this process does not run may have been leased to it.
+        self._maybe_orphans: str | None = None
         self._fetcher = None
         # Block in Redis well within the socket timeout, or an idle wait
         # would read as a broken connection.
@@ -73,7 +96,7 @@ class Worker:
         self.broker.heartbeat(self.process_id, self._client)
         self.committer.start()
         self.lifeline.start()
-        self._fetcher = gevent.spawn(self._fetch_loop)
+        self._fetcher = supervise("fetch", self._fetch_loop, self.emit, self._after_fetch_crash)
 
     # -- fetching ------------------------------------------------------------
 
@@ -83,32 +106,36 @@ class Worker:
         while not self._stopping:
             free = min(self.pool.free_count(), config.SCRIPT_BATCH)
             if free == 0:
-                self._parked = True
+                self._parked = ""
                 try:
                     self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
                 finally:
-                    self._parked = False
+                    self._parked = None
                 continue
             try:
-                if self._orphans_possible:
-                    self._give_back_orphans()
+                if self._maybe_orphans:
+                    self._give_back_orphans(self._maybe_orphans)
                 if queue_was_empty:
                     # Parked in Redis' wait; stop() may kill us here and
                     # then gives back what the pipelined fetch leased.
-                    self._parked = True
+                    self._parked = "by the wait this stop interrupted"
                     try:
                         rows, problems = self.broker.wait_and_fetch(
                             self._client, self._block_seconds, self.process_id, free,
                             default_ms, self._timeouts)
                     finally:
-                        self._parked = False
+                        self._parked = None
                 else:
                     rows, problems = self.broker.fetch(
                         self._client, self.process_id, free, default_ms, self._timeouts)
             except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
-                self._orphans_possible = True
-                gevent.sleep(self.health.trouble(exc))
+                self._maybe_orphans = "by a fetch whose reply was lost"
+                self._parked = ""  # a stop need not wait out the back-off
+                try:
+                    gevent.sleep(self.health.trouble(exc))
+                finally:
+                    self._parked = None
                 continue
             self.health.ok()
             for problem in problems:
@@ -124,16 +151,22 @@ class Worker:
                 # packed and sent: a woken idle worker starts its job sooner.
                 gevent.sleep(0)
 
-    def _give_back_orphans(self) -> None:
-        """Jobs Redis says we hold but we do not run: leased by a fetch whose
-        reply was lost. Give them back untouched."""
+    def _after_fetch_crash(self) -> bool:
+        # Rows of the crashed round may be leased but not started.
+        self._maybe_orphans = "by the fetch loop before it crashed"
+        return not self._stopping
+
+    def _give_back_orphans(self, how: str) -> None:
+        """Jobs Redis says we hold but we do not run (leased `how`: by a fetch
+        whose reply was lost, ...). Give them back untouched."""
         busy = set(self.running) | self.committer.unsettled
         orphans = [x for job_id, token in self.broker.owned(self.process_id)
                    if job_id not in busy for x in (job_id, token)]
         if orphans:
-            log.warning("giving back %d jobs leased by a fetch whose reply was lost", len(orphans) // 2)
+            count = len(orphans) // 2
+            log.warning("giving back %d %s leased %s", count, "job" if count == 1 else "jobs", how)
             self.broker.give_back(self.process_id, orphans, self._client)
-        self._orphans_possible = False
+        self._maybe_orphans = None
 
     def _start_job(self, row: list) -> None:
         try:
@@ -189,34 +222,78 @@ class Worker:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching, let running jobs finish (up to `timeout`, then give
-        them back), commit every outcome, then close the connections."""
+        them back), commit every outcome, give back any job Redis leased to
+        this process that it does not run, then close the connections.
+
+        With a timeout (or after `hurry()`), it returns within
+        SHUTDOWN_MARGIN seconds after the timeout (the hurry), even while
+        Redis does not answer; what it could not write then is left to the
+        stale flush (those jobs run again once their timeout passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping = True
         if self._fetcher is not None:
-            if self._parked:
-                # Only a wait is lost, unless the fetch pipelined behind it
-                # had just leased jobs: those are given back below. redis-py
-                # closes a connection whose read was interrupted, which ends
-                # the wait in Redis too: no job arriving while running jobs
-                # finish is leased to us.
-                self._fetcher.kill()
-                self._orphans_possible = True
-            self._fetcher.join()
-            if self._orphans_possible:
-                try:
-                    self._give_back_orphans()
-                except REDIS_TROUBLE as exc:
-                    log.warning("could not give back jobs leased at shutdown; the stale "
-                                "flush will: %r", exc)
-        deadline = None if timeout is None else time.monotonic() + timeout
+            self._stop_fetcher(deadline)
         waiter = gevent.spawn(self.pool.join)
-        gevent.wait([waiter, self._hurry], timeout=timeout, count=1)
+        self._wait(waiter, deadline)
         waiter.kill()
+        hard = None if deadline is None else deadline + SHUTDOWN_MARGIN
+        if self._hurry.is_set():
+            hard = min(hard or float("inf"), time.monotonic() + SHUTDOWN_MARGIN)
         if self.running:
-            log.warning("shutdown timeout: giving %d running jobs back to the queue", len(self.running))
+            count = len(self.running)
+            why = (f"shutdown timeout ({timeout:g} s) passed" if timeout and not self._hurry.is_set()
+                   else "asked to stop at once")
+            log.warning("%s: giving %d running %s back to the queue",
+                        why, count, "job" if count == 1 else "jobs")
             for _job, greenlet in list(self.running.values()):
                 greenlet.kill(WorkerShutdown, block=False)
-            self.pool.join(timeout=max(1.0, (deadline or 0) - time.monotonic()))
-        self.committer.stop()
+            self.pool.join(timeout=1.0 if hard is None else _left(hard))
+        held = self.committer.stop(hard)
+        if held:
+            # Redis says we hold jobs after every outcome was written: leased
+            # by a wait Redis served after the first check (_stop_fetcher).
+            self._give_back_orphans_by(hard, self._maybe_orphans or LEASED_AFTER_STOP,
+                                       forget=True)
         self.lifeline.stop()
         if self._client is not None:
             self._client.disconnect()
+
+    def _wait(self, greenlet: gevent.Greenlet, deadline: float | None, hurry: bool = True) -> bool:
+        """Wait for `greenlet` until `deadline` (and a hurry, if `hurry`); True if it ended."""
+        gevent.wait([greenlet, self._hurry] if hurry else [greenlet], timeout=_left(deadline), count=1)
+        return greenlet.ready()
+
+    def _stop_fetcher(self, deadline: float | None) -> None:
+        if self._parked is not None:
+            # Only a wait (or a back-off) is lost, unless the fetch pipelined
+            # behind a BLMOVE had just leased jobs: those are given back
+            # below. redis-py closes a connection whose read was
+            # interrupted, which ends the wait once Redis sees the close.
+            self._maybe_orphans = self._parked or self._maybe_orphans
+            self._fetcher.kill()
+        elif not self._wait(self._fetcher, deadline):
+            # A fetch in flight: its jobs start and run like the others,
+            # unless Redis does not answer before the deadline (or a hurry).
+            self._fetcher.kill()
+            self._maybe_orphans = "by a fetch this stop cut short"
+        if self._maybe_orphans and not self._hurry.is_set() and _left(deadline) != 0:
+            # Now, not after the running jobs: they may take minutes.
+            self._give_back_orphans_by(deadline, self._maybe_orphans)
+
+    def _give_back_orphans_by(self, deadline: float | None, how: str, forget: bool = False) -> None:
+        """_give_back_orphans, abandoned at `deadline` (or a hurry, unless
+        `forget`); `forget`: then a heartbeat, which forgets this process in
+        Redis if it holds nothing any more."""
+        def give_back() -> None:
+            try:
+                self._give_back_orphans(how)
+                if forget:
+                    self.broker.heartbeat(self.process_id, self._client)
+            except REDIS_TROUBLE as exc:
+                log.warning("could not give back jobs leased %s (%r); the stale flush will", how, exc)
+
+        giver = gevent.spawn(give_back)
+        if not self._wait(giver, deadline, hurry=not forget):
+            giver.kill()
+            log.warning("could not give back jobs leased %s before the shutdown deadline; "
+                        "the stale flush will", how)

@@ -1,0 +1,22 @@
+"""What the finishing scripts (complete.lua, fail.lua, give_back.lua)
+answer for each job: one named table, so no bare number stands for an
+outcome anywhere else (bullmq's `error_code.py` does the same)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Outcome(IntEnum):
+    """One job's result code from a finishing script."""
+
+    LEASE_LOST = -1  # a stale flush took the lease away: nothing was changed
+    NO_RECORD = 0    # the job's record is gone (deleted, evicted): nothing was changed
+    DONE = 1         # finished as asked (succeeded, failed for good, given back),
+                     # now or by an earlier send of the same finish
+    RETRIED = 2      # fail.lua only: queued again with one retry fewer
+
+    def why_lost(self) -> str:
+        """Why a LEASE_LOST or NO_RECORD finish changed nothing, for the error event."""
+        return "its record is gone" if self is Outcome.NO_RECORD \
+            else "its lease was taken away by a stale flush"
