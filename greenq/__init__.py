@@ -5,11 +5,16 @@
 before gevent has had the chance to patch them.
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import (BrokerError, GreenQError, JobDecodeError, LeaseLostError, NotPatchedError,
                      ParamsError, StateError, TaskDefinitionError, UnknownTaskError,
                      TimeLimitExceeded, WorkerShutdown)
 from .job import Job
 from .registry import task
+
+if TYPE_CHECKING:  # type checkers see the class; at run time __getattr__ imports it
+    from .queue import GreenQueue
 
 __version__ = "0.1.0"
 

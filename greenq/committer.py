@@ -31,7 +31,7 @@ class Committer:
     events of what Redis confirmed."""
 
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
-                 health: Health, emit: Callable, max_params_bytes: int,
+                 health: Health | None, emit: Callable, max_params_bytes: int,
                  flush_interval: float | None = None) -> None:
         self.broker = broker
         self.process_id = process_id

@@ -1,5 +1,7 @@
 """The greenq exception tree: one root, a few branches, each raised for one reason."""
 
+from typing import Any
+
 
 class GreenQError(Exception):
     """Root of every error greenq raises on purpose."""
@@ -17,6 +19,8 @@ class ParamsError(GreenQError, ValueError):
 
 class JobDecodeError(GreenQError):
     """Raised when a job record read from Redis cannot be decoded."""
+
+    job: Any = None  # the Job as far as it decoded (params None), when known
 
 
 class UnknownTaskError(GreenQError):

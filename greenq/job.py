@@ -47,14 +47,14 @@ def decode_row(row: Sequence[Any], max_params_bytes: int) -> Job:
     holds a Job with ``params=None`` so the caller can still fail it.
     """
     job = Job(
-        id=text(row[0]),
+        id=text(row[0]) or "",
         task_id=text(row[2]) or "",
         resource_id=text(row[3]),
         params=None,
         retries=number(row[6]),
         attempts=number(row[7]),
         error=text(row[8]),
-        token=text(row[1]) if not isinstance(row[1], int) else str(row[1]),
+        token=str(row[1]) if isinstance(row[1], int) else text(row[1]) or "",
     )
     try:
         job.params = decode_params(row[4], row[5], max_params_bytes)

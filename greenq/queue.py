@@ -94,7 +94,7 @@ class GreenQueue:
         self.registry = Registry()
         self.events = EventBus()
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
-        self._runner = None  # a Worker, or a Master with child processes
+        self._runner: Any = None  # a Worker, or a Master with child processes
         # Set by greenq.child: a job overrunning its time limit on a blocked
         # hub ends the process (the master replaces it).
         self._exit_when_stuck = False
@@ -196,7 +196,8 @@ class GreenQueue:
         except redis.ResponseError:  # so may CONFIG; nothing to warn about then
             return
         # redis-py 8 answers CONFIG GET with str keys even on a bytes client.
-        policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
+        settings: dict[Any, Any] = dict(reply)
+        policy = settings.get("maxmemory-policy", settings.get(b"maxmemory-policy"))
         if isinstance(policy, bytes):
             policy = policy.decode()
         warning = eviction_warning(policy)
@@ -279,7 +280,7 @@ class GreenQueue:
                                        self.max_params_bytes)
             except Exception:
                 params = record.get(b"raw", record.get(b"params"))
-            jobs.append(Job(id=text(job_id), task_id=text(record.get(b"task")) or "",
+            jobs.append(Job(id=text(job_id) or "", task_id=text(record.get(b"task")) or "",
                             resource_id=text(record.get(b"res")), params=params,
                             retries=number(record.get(b"retries")),
                             attempts=number(record.get(b"attempts")),

@@ -81,6 +81,8 @@ def load_module(spec: str | types.ModuleType) -> types.ModuleType:
             raise TaskDefinitionError(f"task file not found: {path}")
         name = _module_name(path)
         module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise TaskDefinitionError(f"task file {path} cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:
@@ -152,16 +154,21 @@ def _same_decorated(known: Task | None, found: Task) -> bool:
     """Whether `found` is the decorated task `known` again: the same object,
     or the same definition (file and line) when its file was loaded twice
     under two module names (by path, and imported by name elsewhere)."""
-    if known is None or getattr(known.perform, _DECORATED, None) is not known \
+    if known is None:
+        return False
+    # Read before the identity checks below, which mypy takes for narrowing.
+    code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
+    options, found_options = (known.id, known.timeout, known.time_limit), \
+        (found.id, found.timeout, found.time_limit)
+    if getattr(known.perform, _DECORATED, None) is not known \
             or getattr(found.perform, _DECORATED, None) is not found:
         return False
     if known is found:
         return True
-    code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
-    return (code is not None and other is not None
-            and (code.co_filename, code.co_firstlineno) == (other.co_filename, other.co_firstlineno)
-            and (known.id, known.timeout, known.time_limit)
-            == (found.id, found.timeout, found.time_limit))
+    if code is None or other is None:
+        return False
+    return ((code.co_filename, code.co_firstlineno) == (other.co_filename, other.co_firstlineno)
+            and options == found_options)
 
 
 class Registry:
@@ -175,8 +182,8 @@ class Registry:
         module = load_module(spec)
         source = self._source(spec, module)
         if source in self.sources:
-            ids = ", ".join(repr(t.id) for t in tasks_of(module))
-            raise TaskDefinitionError(f"task id {ids} is registered twice: {source} was "
+            names = ", ".join(repr(t.id) for t in tasks_of(module))
+            raise TaskDefinitionError(f"task id {names} is registered twice: {source} was "
                                       "registered already")
         # A decorated task that several modules hold (one defines it, others
         # import it, e.g. a module that gathers tasks) is one task: it is

@@ -195,7 +195,11 @@ def _join(until: float | None) -> None:
     """Wait for the stop to end, until `until` (monotonic) or the deadline."""
     import gevent
 
-    deadline = _serving.deadline if until is None else min(until, _serving.deadline)
+    deadline = _serving.deadline
+    if until is not None:
+        deadline = until if deadline is None else min(until, deadline)
+    if deadline is None:
+        return
     pending = [stopper for stopper in _serving.stoppers if not stopper.dead]
     if pending:
         gevent.joinall(pending, timeout=max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,38 @@
+"""Not a test module: mypy checks this file (setup.cfg [mypy], run by
+tools/test) to keep greenq's public API typed the way callers use it."""
+
+from __future__ import annotations
+
+import greenq
+from greenq import GreenQueue, Job
+
+
+@greenq.task("typed.add", timeout=5.0, time_limit=60.0)
+def add(params: dict) -> int:
+    return int(params["a"]) + int(params["b"])
+
+
+def use_the_api(queue: GreenQueue) -> None:
+    queue.register_task("tasks/typed.py")
+    queue.on("job_success", lambda job: None)
+    job_id: str = queue.submit_job("typed.add", resource_id="r-1", params={"a": 1, "b": 2},
+                                   retries=1)
+    ids: list[str] = queue.submit_jobs([{"task_id": "typed.add", "params": {"a": 1, "b": 2}}])
+    counts: dict[str, int] = queue.stats()
+    failed: list[Job] = queue.failed_jobs(limit=10)
+    moved: int = queue.retry_failed_jobs() + queue.delete_failed_jobs()
+    flushed: int = queue.force_flush_stale_jobs()
+    first: Job = failed[0]
+    text: str | None = first.error
+    _ = (job_id, ids, counts, moved, flushed, first.id, first.task_id, first.retries,
+         first.attempts, text)
+    queue.shutdown(timeout=1.0)
+
+
+def build() -> GreenQueue:
+    try:
+        return GreenQueue(redis_url="redis://127.0.0.1:6379/0", namespace="n", queue_id="q",
+                          child_process_count=0, worker_count=10, flush_stale_timeout=5.0,
+                          serializer="json")
+    except greenq.GreenQError:
+        raise
