@@ -750,6 +750,55 @@ def test_the_queue_facade_drains_failed_jobs_past_one_script_batch(redis_url, na
     queue.shutdown()
 
 
+# -- includes ----------------------------------------------------------------------
+
+
+def include_alone(q, names: list[str], call: str, keys=(), args=()):
+    """Run include files on their own, with no script around them to lend
+    them locals (Redis refuses a read of an undefined global), then `call`."""
+    from greenq import scripts
+
+    source = "\n".join(scripts._read(f"include/{name}.lua") for name in names) + "\n" + call
+    return q.r.eval(source, len(keys), *keys, *args)
+
+
+def test_each_lua_include_works_from_its_arguments_alone(q):
+    k = q.k
+    queue = "{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3]}"
+    assert include_alone(q, ["now_ms"], "return now_ms()") > 0
+
+    first, second = q.submit("t", "r"), q.submit("t", "r")
+    assert include_alone(q, ["release"], f"release({queue}, 'r', ARGV[2]) return 1",
+                         (k.pending, k.locks, k.counts), (k.prefix, first)) == 1
+    assert q.locks() == {"r": second} and q.pending() == [first, second]
+    third = q.row("t", "r")[0]
+    q.r.hset(k.job(third), "task", "t")
+    assert include_alone(q, ["enqueue"], f"enqueue({queue}, ARGV[2], ARGV[3], 'r') return 1",
+                         (k.pending, k.locks, k.counts), (k.prefix, third, k.job(third))) == 1
+    assert q.waiting("r") == [third] and q.rec(third)["state"] == "waiting"
+
+    job_id, token = q.lease(P1, timeouts=["t", 1000])
+    assert include_alone(q, ["check_lease"], "return {check_lease(KEYS[1], ARGV[1], ARGV[2])}",
+                         (k.job(job_id),), (token, P1))[1] == 1
+    # receipts: check, note and keep; a second check finds the receipt
+    call = ("local r = open_receipts(ARGV[1], ARGV[2]) r.drop('0') "
+            "local f, code = r.check(KEYS[1], ARGV[3], 'no-such-lease') "
+            "r.note(ARGV[3], 'no-such-lease', 7) r.keep() "
+            "local _, again = open_receipts(ARGV[1], ARGV[2]).check(KEYS[1], ARGV[3], 'no-such-lease') "
+            "return {code, again}")
+    assert include_alone(q, ["check_lease", "receipts"], call, (k.job(job_id),),
+                         (k.prefix, P1, job_id)) == [-1, 7]
+
+    assert include_alone(q, ["touch_process"],
+                         "touch_process(KEYS[1], KEYS[2], ARGV[1], KEYS[3], 5) return 1",
+                         (k.procs, k.beats, k.owned(P1)), (P1,)) == 1
+    assert q.beats() == {P1: 5} and q.procs() == {P1: 1005}
+    assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 10000, 2000, 5000)",
+                         (k.clock,)) == 0
+    assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 20000, 2000, 5000)",
+                         (k.clock,)) == 25000
+
+
 # -- NOSCRIPT fallback -----------------------------------------------------------
 
 

@@ -20,22 +20,24 @@ local prefix, proc = ARGV[1], ARGV[2]
 -- @include release
 -- @include receipts
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
+local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, done = {}, 0
-drop_receipts(ARGV[3])
+receipts.drop(ARGV[3])
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_finish(job_key, id, token)
+  local f, code = receipts.check(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     rcall("DEL", job_key)
-    release(f[4], id)
+    release(queue, f[4], id)
     done = done + 1
-    note_outcome(id, token, code)
+    receipts.note(id, token, code)
   end
   codes[#codes + 1] = code
 end
 if done > 0 then rcall("HINCRBY", counts_key, "active", -done) end
-keep_receipts()
+receipts.keep()
 return codes

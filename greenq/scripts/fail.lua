@@ -24,13 +24,15 @@ local prefix, proc = ARGV[1], ARGV[2]
 -- @include release
 -- @include receipts
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
+local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, ended = {}, 0
-drop_receipts(ARGV[3])
+receipts.drop(ARGV[3])
 for i = 4, #ARGV, 4 do
   local id, token, error_text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_finish(job_key, id, token)
+  local f, code = receipts.check(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     ended = ended + 1
@@ -42,12 +44,12 @@ for i = 4, #ARGV, 4 do
     else
       rcall("HSET", job_key, "state", "failed", "error", error_text)
       rcall("RPUSH", failed_key, id)
-      release(f[4], id)
+      release(queue, f[4], id)
     end
-    note_outcome(id, token, code)
+    receipts.note(id, token, code)
   end
   codes[#codes + 1] = code
 end
 if ended > 0 then rcall("HINCRBY", counts_key, "active", -ended) end
-keep_receipts()
+receipts.keep()
 return codes

@@ -71,6 +71,6 @@ for _ = 1, max_jobs do
 end
 if leased > 0 then
   rcall("HINCRBY", counts_key, "active", leased)
-  touch_process(proc, owned_key, now)
+  touch_process(procs_key, beats_key, proc, owned_key, now)
 end
 return { jobs, problems }

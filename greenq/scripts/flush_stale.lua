@@ -32,9 +32,10 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include observe_clock
 -- @include release
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
 local now = now_ms()
 local out, moved = {}, 0
-if now < observe_clock(now) and not forced then
+if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
   return out
 end
 local due = rcall("ZRANGEBYSCORE", procs_key, "-inf", now, "LIMIT", 0, limit)
@@ -66,7 +67,7 @@ for _, proc in ipairs(due) do
         else
           rcall("HSET", job_key, "state", "failed", "error", why)
           rcall("RPUSH", failed_key, id)
-          release(f[4], id)
+          release(queue, f[4], id)
         end
         local n = #out
         out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]
@@ -74,7 +75,7 @@ for _, proc in ipairs(due) do
       end
     end
   end
-  touch_process(proc, owned_key, beat)
+  touch_process(procs_key, beats_key, proc, owned_key, beat)
   if #stale > 0 and rcall("EXISTS", owned_key) == 0 then
     -- Declared dead with nothing left. Its receipts could only serve a hung
     -- process that wakes up: its re-sent finishes then report a lost lease

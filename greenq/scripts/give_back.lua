@@ -18,23 +18,24 @@ local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
 -- @include receipts
 
+local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, given = {}, 0
-drop_receipts(ARGV[3])
+receipts.drop(ARGV[3])
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_finish(job_key, id, token)
+  local f, code = receipts.check(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
     rcall("HSET", job_key, "state", "pending", "attempts", math.max(attempts - 1, 0))
     rcall("RPUSH", pending_key, id)
     given = given + 1
-    note_outcome(id, token, code)
+    receipts.note(id, token, code)
   end
   codes[#codes + 1] = code
 end
 if given > 0 then rcall("HINCRBY", counts_key, "active", -given) end
-keep_receipts()
+receipts.keep()
 return codes

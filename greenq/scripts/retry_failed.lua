@@ -17,6 +17,7 @@ local failed_key, pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 -- @include enqueue
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
 local moved = 0
 for _ = 1, limit do
   local id = rcall("LPOP", failed_key)
@@ -24,7 +25,7 @@ for _ = 1, limit do
   local job_key = prefix .. "job:" .. id
   if rcall("TYPE", job_key).ok == "hash" then
     rcall("HDEL", job_key, "owner", "started")
-    enqueue(id, job_key, rcall("HGET", job_key, "res"))
+    enqueue(queue, id, job_key, rcall("HGET", job_key, "res"))
     moved = moved + 1
   end
 end

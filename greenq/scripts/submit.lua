@@ -17,6 +17,7 @@ local pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 -- @include enqueue
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
 local added = 0
 for i = 2, #ARGV, 6 do
   local id, resource = ARGV[i], ARGV[i + 2]
@@ -25,7 +26,7 @@ for i = 2, #ARGV, 6 do
     rcall("HSET", job_key, "task", ARGV[i + 1], "enc", ARGV[i + 3],
           "params", ARGV[i + 4], "retries", ARGV[i + 5], "attempts", 0)
     if resource ~= "" then rcall("HSET", job_key, "res", resource) end
-    enqueue(id, job_key, resource)
+    enqueue(queue, id, job_key, resource)
     added = added + 1
   end
 end

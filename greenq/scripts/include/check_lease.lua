@@ -1,7 +1,8 @@
 -- check_lease(job_key, token, proc): the job's { state, lease, owner,
 -- resource, retries } when `proc` still holds lease `token`; otherwise nil
 -- and a code: 0 the record is gone, -1 the lease was taken away (fencing).
--- Needs in scope: rcall.
+-- Uses nothing of the including script.
+local rcall = redis.call
 local function check_lease(job_key, token, proc)
   if rcall("TYPE", job_key).ok ~= "hash" then return nil, 0 end
   local f = rcall("HMGET", job_key, "state", "lease", "owner", "res", "retries")

@@ -1,23 +1,27 @@
--- release(resource, id): job `id` is done with `resource`; hand it to the
--- next waiting job (which becomes runnable) or free it. Waiting ids whose
--- record vanished are dropped so a ghost never holds a resource.
--- Needs in scope: rcall, prefix, pending_key, locks_key, counts_key.
-local function release(resource, id)
+-- release(queue, resource, id): job `id` is done with `resource`; hand it to
+-- the next waiting job (which becomes runnable) or free it. Waiting ids
+-- whose record vanished are dropped so a ghost never holds a resource.
+--   queue  the including script's keys: { prefix = key prefix (per-id keys
+--          job:<id>, wait:<resource>), pending = LIST, locks = HASH,
+--          counts = HASH }
+-- Uses nothing else of the including script.
+local rcall = redis.call
+local function release(queue, resource, id)
   if not resource or resource == "" then return end
-  if rcall("HGET", locks_key, resource) ~= id then return end
-  local wait_key = prefix .. "wait:" .. resource
+  if rcall("HGET", queue.locks, resource) ~= id then return end
+  local wait_key = queue.prefix .. "wait:" .. resource
   while true do
     local next_id = rcall("LPOP", wait_key)
     if not next_id then
-      rcall("HDEL", locks_key, resource)
+      rcall("HDEL", queue.locks, resource)
       return
     end
-    rcall("HINCRBY", counts_key, "waiting", -1)
-    local next_key = prefix .. "job:" .. next_id
+    rcall("HINCRBY", queue.counts, "waiting", -1)
+    local next_key = queue.prefix .. "job:" .. next_id
     if rcall("TYPE", next_key).ok == "hash" then
-      rcall("HSET", locks_key, resource, next_id)
+      rcall("HSET", queue.locks, resource, next_id)
       rcall("HSET", next_key, "state", "pending")
-      rcall("LPUSH", pending_key, next_id)
+      rcall("LPUSH", queue.pending, next_id)
       return
     end
   end
