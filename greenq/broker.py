@@ -135,7 +135,7 @@ class Broker:
             args: list = [k.prefix]
             for row in chunk:
                 args.extend(row)
-            calls.append(("submit", (k.pending, k.locks, k.counts), args))
+            calls.append(("submit", (k.pending, k.locks, k.counts, k.held), args))
         return sum(self._pipeline(client, calls, resend_safe=True))
 
     # -- worker path -------------------------------------------------------
@@ -143,7 +143,7 @@ class Broker:
     def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
                     timeouts: Sequence) -> tuple:
         k = self.keys
-        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff),
+        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks, k.held),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
@@ -168,12 +168,12 @@ class Broker:
 
     def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("complete", (k.pending, k.locks, k.counts),
+        return ("complete", (k.pending, k.locks, k.counts, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *pairs))
 
     def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("fail", (k.pending, k.locks, k.counts, k.failed),
+        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *groups))
 
     def heartbeat_call(self, process_id: str) -> tuple:
@@ -184,7 +184,8 @@ class Broker:
         """`forced`: reclaim even during the grace that follows a Redis stall
         (an operator's explicit call; the workers' periodic flush waits)."""
         k = self.keys
-        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock),
+        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock,
+                                k.held),
                 (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0"))
 
     def run_batch(self, client: Client, calls: list[tuple]) -> list:
@@ -206,7 +207,7 @@ class Broker:
 
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("give_back", (k.pending, k.counts),
+        return ("give_back", (k.pending, k.counts, k.locks, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *pairs))
 
     def drop_receipts(self, process_id: str, client: Client = None) -> None:
@@ -233,7 +234,7 @@ class Broker:
 
     def retry_failed(self, limit: int) -> int:
         k = self.keys
-        return self._run(self.shared, "retry_failed", (k.failed, k.pending, k.locks, k.counts),
+        return self._run(self.shared, "retry_failed", (k.failed, k.pending, k.locks, k.counts, k.held),
                          (k.prefix, limit))
 
     def delete_failed(self, limit: int) -> int:

@@ -66,6 +66,9 @@ class Q:
     def locks(self) -> dict:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.k.locks).items()}
 
+    def held(self) -> dict:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.k.held).items()}
+
     def counts(self) -> dict:
         raw = self.r.hgetall(self.k.counts)
         return {"active": int(raw.get(b"active", 0)), "waiting": int(raw.get(b"waiting", 0))}
@@ -285,6 +288,59 @@ def test_fetch_moves_a_record_of_another_redis_type_to_the_failed_list(q):
     assert q.r.hget(q.k.job("lst"), "raw") == b"<a Redis list>"
 
 
+# -- a record that vanished while its job held a resource -------------------------
+# (eviction, a manual DEL): the jobs of that resource must not wait forever.
+
+
+def test_the_fetch_that_drops_a_pending_holder_without_a_record_passes_its_resource_on(q):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    later = q.submit("t", "r")
+    q.r.delete(q.k.job(holder))
+    jobs, problems = q.fetch(P1, 5)
+    assert [j[0].decode() for j in jobs] == [waiting]     # leased by this very fetch
+    assert len(problems) == 1 and holder.encode() in problems[0]
+    assert b"without a record" in problems[0] and b"resource r " in problems[0]
+    assert q.locks() == {"r": waiting} and q.waiting("r") == [later]
+    assert q.counts() == {"active": 1, "waiting": 1}
+
+
+def test_a_job_of_a_resource_whose_holder_vanished_unnoticed_does_not_wait_for_it(q):
+    """Nothing waited when the holder's record vanished, so nothing knew its
+    resource: the first job to wait for it finds the holder gone."""
+    holder = q.submit("t", "r")
+    q.r.delete(q.k.job(holder))
+    _, problems = q.fetch(P1, 5)
+    assert len(problems) == 1 and holder.encode() in problems[0]
+    job_id = q.submit("t", "r")
+    assert q.locks() == {"r": job_id} and q.pending() == [job_id]
+    assert q.waiting("r") == [] and q.counts()["waiting"] == 0
+    assert q.rec(job_id)["state"] == "pending"
+
+
+@pytest.mark.parametrize("finish", ["complete", "fail", "give_back"])
+def test_a_finish_of_a_running_holder_whose_record_vanished_passes_its_resource_on(q, finish):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.r.delete(q.k.job(holder))
+    args = [holder, token, "boom", "0"] if finish == "fail" else [holder, token]
+    assert getattr(q.b, finish)(P1, args) == [0]
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_a_stale_flush_that_finds_a_holder_without_a_record_passes_its_resource_on(q):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    q.lease(P1, timeouts=["t", 1000])
+    q.r.delete(q.k.job(holder))
+    q.make_stale(P1)
+    assert q.b.flush_stale(100) == []
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 0}
+
+
 # -- complete --------------------------------------------------------------------
 
 
@@ -303,15 +359,17 @@ def test_complete_hands_the_resource_to_the_next_waiting_job_in_fifo_order(q):
     first = q.submit("t", "r")
     second = q.submit("t", "r")
     third = q.submit("t", "r")
+    assert q.held() == {first: "r"}              # noted for the jobs waiting behind it
     _, token = q.lease(P1)
     assert q.b.complete(P1, [first, token]) == [1]
-    assert q.locks() == {"r": second}
+    assert q.locks() == {"r": second} and q.held() == {second: "r"}
     assert q.pending() == [second] and q.waiting("r") == [third]
     assert q.rec(second)["state"] == "pending"
     assert q.counts() == {"active": 0, "waiting": 1}
     _, token = q.lease(P1)
     assert q.b.complete(P1, [second, token]) == [1]
     assert q.locks() == {"r": third} and q.pending() == [third]
+    assert q.held() == {}                         # nothing waits behind the last one
     _, token = q.lease(P1)
     assert q.b.complete(P1, [third, token]) == [1]
     assert q.locks() == {} and not q.r.exists(q.k.wait("r"))
@@ -764,17 +822,19 @@ def include_alone(q, names: list[str], call: str, keys=(), args=()):
 
 def test_each_lua_include_works_from_its_arguments_alone(q):
     k = q.k
-    queue = "{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3]}"
+    queue = "{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3], held = KEYS[4]}"
+    queue_keys = (k.pending, k.locks, k.counts, k.held)
     assert include_alone(q, ["now_ms"], "return now_ms()") > 0
 
     first, second = q.submit("t", "r"), q.submit("t", "r")
     assert include_alone(q, ["release"], f"release({queue}, 'r', ARGV[2]) return 1",
-                         (k.pending, k.locks, k.counts), (k.prefix, first)) == 1
+                         queue_keys, (k.prefix, first)) == 1
     assert q.locks() == {"r": second} and q.pending() == [first, second]
     third = q.row("t", "r")[0]
     q.r.hset(k.job(third), "task", "t")
-    assert include_alone(q, ["enqueue"], f"enqueue({queue}, ARGV[2], ARGV[3], 'r') return 1",
-                         (k.pending, k.locks, k.counts), (k.prefix, third, k.job(third))) == 1
+    assert include_alone(q, ["release", "enqueue"],
+                         f"enqueue({queue}, ARGV[2], ARGV[3], 'r') return 1",
+                         queue_keys, (k.prefix, third, k.job(third))) == 1
     assert q.waiting("r") == [third] and q.rec(third)["state"] == "waiting"
 
     job_id, token = q.lease(P1, timeouts=["t", 1000])

@@ -6,6 +6,8 @@
   Bounded: at most `limit` jobs per call. Right after Redis stalled (see
   include/observe_clock.lua) a periodic flush reclaims nothing until live
   processes had time to heartbeat; a forced one (an operator's) goes ahead.
+  A job whose record vanished (eviction, a manual DEL) is forgotten, and a
+  resource it held goes to the next job waiting for it (no output row).
   Input:
     KEYS[1] procs    ZSET process id -> ms when its first job can turn stale
     KEYS[2] beats    HASH process id -> last heartbeat ms
@@ -14,6 +16,7 @@
     KEYS[5] counts   HASH "active", "waiting" counters
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
+    KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>
     ARGV[2] limit
@@ -23,8 +26,8 @@
           resource, encoding, params, retries left, attempts, error
 ]]
 local rcall = redis.call
-local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == "1"
 -- @include now_ms
@@ -32,7 +35,8 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include observe_clock
 -- @include release
 
-local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key }
 local now = now_ms()
 local out, moved = {}, 0
 if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
@@ -49,7 +53,11 @@ for _, proc in ipairs(due) do
     local id, timeout = stale[i], tonumber(stale[i + 1])
     local job_key = prefix .. "job:" .. id
     rcall("ZREM", owned_key, id)
-    if rcall("TYPE", job_key).ok == "hash" then
+    if rcall("TYPE", job_key).ok ~= "hash" then
+      -- Its record vanished while it ran (eviction, a manual DEL).
+      release_vanished(queue, id)
+      rcall("HINCRBY", counts_key, "active", -1)
+    else
       local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
                       "params", "retries", "attempts")
       if f[1] == "active" and f[2] == proc then

@@ -7,17 +7,20 @@
     KEYS[1] pending  LIST of runnable job ids (LPUSH in, RPOP out)
     KEYS[2] locks    HASH resource id -> id of the job holding it
     KEYS[3] counts   HASH "active", "waiting" counters
+    KEYS[4] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix "<ns>:{<queue>}:"; per-id keys: job:<id>, wait:<resource>
     ARGV[2..] groups of 6: job id, task id, resource id ("" = none),
               encoding ("m" msgpack, "j" json), params blob, retries
   Output: how many jobs were added
 ]]
 local rcall = redis.call
-local pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
+local pending_key, locks_key, counts_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
+-- @include release
 -- @include enqueue
 
-local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key }
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key }
 local added = 0
 for i = 2, #ARGV, 6 do
   local id, resource = ARGV[i], ARGV[i + 2]

@@ -1,7 +1,8 @@
 """Races (issue 4, item 8): finish against stale flush, many processes
 flushing at once, a failed-queue retry against a running job of the same
 resource, a connection pool far smaller than the worker count, a socket
-timeout shorter than the fetcher's blocking wait, and a re-sent submit.
+timeout shorter than the fetcher's blocking wait, a re-sent submit, and a
+job record deleted while its job holds a resource.
 Real processes and real redis-servers; every test checks Redis and the
 side-effect log of tests/tasks/fault_log_sleep.py."""
 
@@ -521,3 +522,24 @@ def test_a_finish_whose_reply_timed_out_is_sent_again_and_reported_once_with_its
         if worker is not None:
             worker.shutdown(timeout=5)
         server.close()
+
+
+# -- a record deleted while its job holds a resource ------------------------------------
+
+
+def test_a_job_waiting_behind_a_holder_whose_record_was_deleted_runs_and_the_loss_is_reported(
+        make_queue, side, r, prefix):
+    admin = make_queue()
+    holder, waiter = admin.submit_jobs([job(side, 0, "x"), job(side, 1, "x")])
+    r.delete(prefix + f"job:{holder}")   # eviction, or an operator's DEL
+    worker = make_queue(TASK_FILE, worker_count=2)
+    errors = []
+    worker.on("error", errors.append)
+    worker.start()
+
+    wait_until(lambda: side.count("end")[1] == 1, timeout=20)
+    side.assert_each_ended_once([1])      # the holder had nothing left to run
+    reports = [str(e) for e in errors if holder in str(e)]
+    assert len(reports) == 1 and "without a record" in reports[0] and "resource x " in reports[0]
+    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    assert_queue_empty(r, prefix)
