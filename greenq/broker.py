@@ -4,7 +4,9 @@ dedicated connection) they run on; the rest use a small shared pool."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any, Iterable, Sequence, Union
 
 import redis
@@ -125,18 +127,37 @@ class Broker:
 
     # -- submit ------------------------------------------------------------
 
-    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
-        """Add jobs; each row: id, task, resource ("" none), encoding, params,
-        retries. Safe to send twice (the ids are the client's), so a
-        connection Redis closed while idle is retried once."""
+    @functools.cached_property
+    def resend_window_ms(self) -> int:
+        """How long a submit call is remembered (sent:<nonce>, submit.lua) so
+        that sending it again adds nothing. ChannelPool.execute re-sends a
+        submit once when its connection broke before the reply: the break
+        shows within the socket timeout, then a new connection takes the
+        connect timeout and a handshake bounded by the socket timeout. At
+        least 25 s, the figure for greenq's defaults."""
+        socket_timeout = max(self._connection.get("socket_timeout") or 0, config.SOCKET_TIMEOUT)
+        connect_timeout = max(self._connection.get("socket_connect_timeout") or 0,
+                              config.CONNECT_TIMEOUT)
+        return int(1000 * (2 * socket_timeout + connect_timeout))
+
+    def submit_calls(self, rows: Sequence[Sequence]) -> list[tuple]:
+        """The script calls that add `rows`, each with a nonce of its own, so
+        a call sent again unchanged is known for a re-send (see submit.lua)."""
         k = self.keys
         calls = []
         for chunk in _chunks(rows, config.SCRIPT_BATCH):
-            args: list = [k.prefix]
+            args: list = [k.prefix, os.urandom(8).hex(), self.resend_window_ms]
             for row in chunk:
                 args.extend(row)
             calls.append(("submit", (k.pending, k.locks, k.counts, k.held), args))
-        return sum(self._pipeline(client, calls, resend_safe=True))
+        return calls
+
+    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
+        """Add jobs; each row: id, task, resource ("" none), encoding, params,
+        retries. Safe to send twice (a re-sent call adds nothing, even after
+        its jobs ran), so a connection Redis closed while idle is retried
+        once."""
+        return sum(self._pipeline(client, self.submit_calls(rows), resend_safe=True))
 
     # -- worker path -------------------------------------------------------
 

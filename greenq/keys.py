@@ -8,8 +8,8 @@ class Keys:
     """Key names for queue `queue_id` under `namespace`.
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
-    ``owned:<process id>``, ``receipts:<process id>``) are built inside the
-    Lua scripts from `prefix`.
+    ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``) are
+    built inside the Lua scripts from `prefix`.
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs", "beats",

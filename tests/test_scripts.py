@@ -170,6 +170,36 @@ def test_a_bulk_submit_larger_than_one_script_batch_adds_every_job_in_order(q):
     assert q.b.submit(rows) == 0
 
 
+def test_a_submit_re_sent_after_its_job_ran_adds_nothing(q):
+    """ChannelPool.execute sends a submit again, unchanged, when its
+    connection broke before the reply; meanwhile an idle worker may have
+    run the job and deleted its record. The call's nonce tells the re-send
+    from a new submit."""
+    row = q.row("t", "r")
+    calls = q.b.submit_calls([row])
+    assert q.b.run_batch(q.client, calls) == [1]
+    job_id, token = q.lease(P1)
+    assert q.b.complete(P1, [job_id, token]) == [1]
+    before = q.snapshot()
+    assert q.b.run_batch(q.client, calls) == [0]           # the re-send
+    assert q.snapshot() == before
+    assert q.pending() == [] and q.locks() == {} and q.counts() == {"active": 0, "waiting": 0}
+    # A new submit of that id (no record any more) is a new job, not a re-send.
+    assert q.b.submit([row]) == 1 and q.pending() == [job_id]
+
+
+def test_a_submit_call_leaves_one_small_marker_that_outlives_any_re_send_of_it(q):
+    """The re-send comes within the socket timeout (the break shows), a
+    connect and a handshake: 2 x 10 s + 5 s with the default settings."""
+    rows = [q.row("t") for _ in range(250)]
+    assert q.b.submit(rows) == 250                          # 3 script calls
+    markers = list(q.r.scan_iter(match=q.k.prefix + "sent:*"))
+    assert len(markers) == 3
+    for marker in markers:
+        assert 20_000 < q.r.pttl(marker) <= 25_000
+        assert q.r.memory_usage(marker) < 128
+
+
 # -- fetch -----------------------------------------------------------------------
 
 
