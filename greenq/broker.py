@@ -164,7 +164,8 @@ class Broker:
     def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
                     timeouts: Sequence) -> tuple:
         k = self.keys
-        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks, k.held),
+        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks,
+                          k.held),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
@@ -255,7 +256,8 @@ class Broker:
 
     def retry_failed(self, limit: int) -> int:
         k = self.keys
-        return self._run(self.shared, "retry_failed", (k.failed, k.pending, k.locks, k.counts, k.held),
+        return self._run(self.shared, "retry_failed",
+                         (k.failed, k.pending, k.locks, k.counts, k.held),
                          (k.prefix, limit))
 
     def delete_failed(self, limit: int) -> int:

@@ -12,8 +12,8 @@ class Keys:
     built inside the Lua scripts from `prefix`.
     """
 
-    __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs", "beats",
-                 "clock")
+    __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
+                 "beats", "clock")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"

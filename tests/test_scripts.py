@@ -852,7 +852,8 @@ def include_alone(q, names: list[str], call: str, keys=(), args=()):
 
 def test_each_lua_include_works_from_its_arguments_alone(q):
     k = q.k
-    queue = "{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3], held = KEYS[4]}"
+    queue = ("{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3], "
+             "held = KEYS[4]}")
     queue_keys = (k.pending, k.locks, k.counts, k.held)
     assert include_alone(q, ["now_ms"], "return now_ms()") > 0
 
@@ -874,7 +875,8 @@ def test_each_lua_include_works_from_its_arguments_alone(q):
     call = ("local r = open_receipts(ARGV[1], ARGV[2]) r.drop('0') "
             "local f, code = r.check(KEYS[1], ARGV[3], 'no-such-lease') "
             "r.note(ARGV[3], 'no-such-lease', 7) r.keep() "
-            "local _, again = open_receipts(ARGV[1], ARGV[2]).check(KEYS[1], ARGV[3], 'no-such-lease') "
+            "local _, again = open_receipts(ARGV[1], ARGV[2])"
+            ".check(KEYS[1], ARGV[3], 'no-such-lease') "
             "return {code, again}")
     assert include_alone(q, ["check_lease", "receipts"], call, (k.job(job_id),),
                          (k.prefix, P1, job_id)) == [-1, 7]

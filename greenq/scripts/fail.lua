@@ -20,7 +20,8 @@
           it, is passed on); -1 lease lost
 ]]
 local rcall = redis.call
-local pending_key, locks_key, counts_key, failed_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pending_key, locks_key, counts_key, failed_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
 -- @include release

@@ -14,7 +14,8 @@
   Output: how many jobs were moved
 ]]
 local rcall = redis.call
-local failed_key, pending_key, locks_key, counts_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local failed_key, pending_key, locks_key, counts_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 -- @include release
 -- @include enqueue
