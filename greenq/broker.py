@@ -241,6 +241,13 @@ class Broker:
     def give_back(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.give_back_call(process_id, pairs))
 
+    def note(self, process_id: str, groups: Sequence, client: Client = None) -> list:
+        """Leave error texts for the stale flush on jobs `process_id` runs;
+        `groups`: job id, lease token, text (see note.lua)."""
+        ids, args = groups[0::3], [x for i in range(0, len(groups), 3) for x in groups[i + 1:i + 3]]
+        return self._run(client or self.shared, "note", [self.keys.job(i) for i in ids],
+                         (process_id, *args))
+
     def owned(self, process_id: str, client: redis.Redis | None = None) -> list[tuple[str, str]]:
         """(job id, lease token) of every job Redis says `process_id` holds."""
         client = client or self.shared

@@ -684,6 +684,25 @@ def test_flush_stale_limit_spans_several_processes(q):
     assert len(q.failed()) == 2 and q.procs() == {}
 
 
+def test_a_note_left_under_the_current_lease_is_the_error_the_reclaiming_flush_records(q):
+    job_id = q.submit("t", "r", retries=1)
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    before = q.snapshot()
+    assert q.b.note(P2, [job_id, token, "not P2's job"]) == [-1]
+    assert q.b.note(P1, ["missing", 1, "no such job"]) == [0]
+    assert q.snapshot() == before
+    assert q.b.note(P1, [job_id, token, "TimeLimitExceeded: ran too long"]) == [1]
+    q.make_stale(P1)
+    rows = q.b.flush_stale(100)
+    assert rows[1] == b"retry" and rows[8] == b"TimeLimitExceeded: ran too long"
+    assert q.rec(job_id)["error"] == "TimeLimitExceeded: ran too long"
+    # The note held for that lease only: the next run's flush says "stale".
+    q.lease(P2, timeouts=["t", 1000])
+    q.make_stale(P2)
+    rows = q.b.flush_stale(100)
+    assert rows[1] == b"fail" and rows[8].startswith(b"stale: process " + P2.encode())
+
+
 def test_after_a_flush_the_old_lease_holders_complete_returns_minus_one_and_changes_nothing(q):
     job_id = q.submit("t", "r", retries=1)
     waiting = q.submit("t", "r")

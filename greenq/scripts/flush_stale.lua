@@ -7,7 +7,9 @@
   include/observe_clock.lua) a periodic flush reclaims nothing until live
   processes had time to heartbeat; a forced one (an operator's) goes ahead.
   A job whose record vanished (eviction, a manual DEL) is forgotten, and a
-  resource it held goes to the next job waiting for it (no output row).
+  resource it held goes to the next job waiting for it (no output row). A
+  job its process left a note on for this lease (note.lua) gets the note as
+  its error text.
   Input:
     KEYS[1] procs    ZSET process id -> ms when its first job can turn stale
     KEYS[2] beats    HASH process id -> last heartbeat ms
@@ -59,13 +61,14 @@ for _, proc in ipairs(due) do
       rcall("HINCRBY", counts_key, "active", -1)
     else
       local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
-                      "params", "retries", "attempts")
+                      "params", "retries", "attempts", "lease", "note", "note_lease")
       if f[1] == "active" and f[2] == proc then
         moved = moved + 1
         local retries = tonumber(f[7]) or 0
         local why = string.format(
           "stale: process %s sent no heartbeat for %.1fs (task timeout %.1fs); it died or hung",
           proc, silent / 1000, timeout / 1000)
+        if f[10] and f[11] == f[9] then why = f[10] end
         local outcome = "fail"
         if retries > 0 then
           retries = retries - 1
