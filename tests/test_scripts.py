@@ -428,6 +428,20 @@ def test_complete_with_a_wrong_token_returns_minus_one_and_changes_nothing(q):
     assert q.snapshot() == before
 
 
+def test_a_finish_of_a_record_that_is_no_job_hash_reports_it_gone_or_the_lease_lost(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    q.r.delete(q.k.job(job_id))
+    q.r.set(q.k.job(job_id), "junk")                   # another type: no record
+    assert q.b.complete(P1, [job_id, token]) == [0]
+    assert q.r.get(q.k.job(job_id)) == b"junk" and q.owned(P1) == {}
+    other = q.submit("t")
+    _, token = q.lease(P1)
+    q.r.hdel(q.k.job(other), "state")                  # a hash, but not an active one
+    assert q.b.complete(P1, [other, token]) == [-1]
+    assert q.owned(P1) == {other: DEFAULT_MS}
+
+
 def test_completing_a_job_twice_returns_the_first_outcome_from_its_receipt_and_changes_nothing(q):
     job_id = q.submit("t", "r")
     waiting = q.submit("t", "r")
