@@ -39,11 +39,11 @@ local max_jobs, default_timeout = tonumber(ARGV[3]), tonumber(ARGV[4])
 local timeouts = {}
 for i = 5, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
 
-local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key }
-
--- Where a pending id has no job record, what the problem text adds.
+-- Where a pending id has no job record, what the problem text adds. (Rare:
+-- the keys' table is built here, not on every fetch.)
 local function passed_on(id)
+  local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                  held = held_key }
   local resource = release_vanished(queue, id)
   if not resource then return "" end
   return "; its resource " .. resource .. " went to the next job waiting for it"
