@@ -4,7 +4,9 @@ dedicated connection) they run on; the rest use a small shared pool."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any, Iterable, Sequence, Union
 
 import redis
@@ -126,25 +128,45 @@ class Broker:
 
     # -- submit ------------------------------------------------------------
 
-    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
-        """Add jobs; each row: id, task, resource ("" none), encoding, params,
-        retries. Safe to send twice (the ids are the client's), so a
-        connection Redis closed while idle is retried once."""
+    @functools.cached_property
+    def resend_window_ms(self) -> int:
+        """How long a submit call is remembered (sent:<nonce>, submit.lua) so
+        that sending it again adds nothing. ChannelPool.execute re-sends a
+        submit once when its connection broke before the reply: the break
+        shows within the socket timeout, then a new connection takes the
+        connect timeout and a handshake bounded by the socket timeout. At
+        least 25 s, the figure for greenq's defaults."""
+        socket_timeout = max(self._connection.get("socket_timeout") or 0, config.SOCKET_TIMEOUT)
+        connect_timeout = max(self._connection.get("socket_connect_timeout") or 0,
+                              config.CONNECT_TIMEOUT)
+        return int(1000 * (2 * socket_timeout + connect_timeout))
+
+    def submit_calls(self, rows: Sequence[Sequence]) -> list[tuple]:
+        """The script calls that add `rows`, each with a nonce of its own, so
+        a call sent again unchanged is known for a re-send (see submit.lua)."""
         k = self.keys
         calls = []
         for chunk in _chunks(rows, config.SCRIPT_BATCH):
-            args: list = [k.prefix]
+            args: list = [k.prefix, os.urandom(8).hex(), self.resend_window_ms]
             for row in chunk:
                 args.extend(row)
-            calls.append(("submit", (k.pending, k.locks, k.counts), args))
-        return sum(self._pipeline(client, calls, resend_safe=True))
+            calls.append(("submit", (k.pending, k.locks, k.counts, k.held), args))
+        return calls
+
+    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
+        """Add jobs; each row: id, task, resource ("" none), encoding, params,
+        retries. Safe to send twice (a re-sent call adds nothing, even after
+        its jobs ran), so a connection Redis closed while idle is retried
+        once."""
+        return sum(self._pipeline(client, self.submit_calls(rows), resend_safe=True))
 
     # -- worker path -------------------------------------------------------
 
     def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
                     timeouts: Sequence) -> tuple:
         k = self.keys
-        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff),
+        return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks,
+                          k.held),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
@@ -169,12 +191,12 @@ class Broker:
 
     def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("complete", (k.pending, k.locks, k.counts),
+        return ("complete", (k.pending, k.locks, k.counts, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *pairs))
 
     def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("fail", (k.pending, k.locks, k.counts, k.failed),
+        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *groups))
 
     def heartbeat_call(self, process_id: str) -> tuple:
@@ -185,7 +207,8 @@ class Broker:
         """`forced`: reclaim even during the grace that follows a Redis stall
         (an operator's explicit call; the workers' periodic flush waits)."""
         k = self.keys
-        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock),
+        return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock,
+                                k.held),
                 (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0"))
 
     def run_batch(self, client: Client, calls: list[tuple]) -> list:
@@ -207,7 +230,7 @@ class Broker:
 
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
-        return ("give_back", (k.pending, k.counts),
+        return ("give_back", (k.pending, k.counts, k.locks, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *pairs))
 
     def drop_receipts(self, process_id: str, client: Client = None) -> None:
@@ -218,6 +241,13 @@ class Broker:
 
     def give_back(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.give_back_call(process_id, pairs))
+
+    def note(self, process_id: str, groups: Sequence, client: Client = None) -> list:
+        """Leave error texts for the stale flush on jobs `process_id` runs;
+        `groups`: job id, lease token, text (see note.lua)."""
+        ids, args = groups[0::3], [x for i in range(0, len(groups), 3) for x in groups[i + 1:i + 3]]
+        return self._run(client or self.shared, "note", [self.keys.job(i) for i in ids],
+                         (process_id, *args))
 
     def owned(self, process_id: str, client: redis.Redis | None = None) -> list[tuple[str, str]]:
         """(job id, lease token) of every job Redis says `process_id` holds."""
@@ -234,7 +264,8 @@ class Broker:
 
     def retry_failed(self, limit: int) -> int:
         k = self.keys
-        return self._run(self.shared, "retry_failed", (k.failed, k.pending, k.locks, k.counts),
+        return self._run(self.shared, "retry_failed",
+                         (k.failed, k.pending, k.locks, k.counts, k.held),
                          (k.prefix, limit))
 
     def delete_failed(self, limit: int) -> int:

@@ -8,11 +8,12 @@ class Keys:
     """Key names for queue `queue_id` under `namespace`.
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
-    ``owned:<process id>``, ``receipts:<process id>``) are built inside the
-    Lua scripts from `prefix`.
+    ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``) are
+    built inside the Lua scripts from `prefix`.
     """
 
-    __slots__ = ("prefix", "pending", "handoff", "locks", "counts", "failed", "procs", "beats", "clock")
+    __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
+                 "beats", "clock")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -21,6 +22,9 @@ class Keys:
         # fetch pipelined behind that wait (or by any later fetch).
         self.handoff = self.prefix + "handoff"
         self.locks = self.prefix + "locks"      # HASH resource -> holding job id
+        # HASH holding job id -> resource, only for holders that jobs wait
+        # behind: how a holder whose record vanished frees them.
+        self.held = self.prefix + "held"
         self.counts = self.prefix + "counts"    # HASH active / waiting counters
         self.failed = self.prefix + "failed"    # LIST failed job ids, oldest first
         self.procs = self.prefix + "procs"      # ZSET process -> stale-at ms

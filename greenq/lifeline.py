@@ -13,7 +13,9 @@ interrupted (gevent only switches where the job yields). In a child process
 the thread then ends the process, and the master replaces it; its jobs come
 back through the stale flush. Embedded (no child processes) it stops
 heartbeating instead, so other processes reclaim the jobs after their
-timeout, and leaves the program alone.
+timeout, and leaves the program alone. Either way it first leaves a note in
+Redis on each overdue job (note.lua), so the flush records a
+TimeLimitExceeded text naming the limit rather than "no heartbeat".
 """
 
 from __future__ import annotations
@@ -21,32 +23,49 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
+from typing import NamedTuple
 
 import gevent
+import redis
 from gevent import monkey
 
 from .broker import Broker
+from .job import Job
 
 log = logging.getLogger(__name__)
 
 # The real ones, whatever monkey-patching did: this must be an OS thread.
 _start_thread = monkey.get_original("_thread", "start_new_thread")
 _sleep = monkey.get_original("time", "sleep")
+# The OS thread's id, which sys._current_frames() is keyed by (patched, the
+# threading module's get_ident answers the running greenlet's id).
+_thread_id = monkey.get_original("_thread", "get_ident")
 
 STUCK_EXIT_STATUS = 70  # a child that ended itself: a job overran its time limit on a blocked hub
 REPORT_EVERY = 30.0     # seconds between reports while the hub stays blocked
 
 
+class Deadline(NamedTuple):
+    """A running job's time limit, as the lifeline thread watches it."""
+
+    at: float     # time.monotonic() when the limit runs out
+    job: Job
+    limit: float  # the task's time_limit, seconds
+
+
 class Lifeline:
+    """The watch thread of one worker process (see the module doc): started
+    and stopped with the worker, reading the jobs' deadlines the worker keeps
+    in `deadlines` (job id -> Deadline)."""
+
     def __init__(self, broker: Broker, process_id: str, interval: float,
-                 deadlines: dict[str, float], exit_when_stuck: bool) -> None:
+                 deadlines: dict[str, Deadline], exit_when_stuck: bool) -> None:
         self.broker = broker
         self.process_id = process_id
         self.interval = interval
-        self.deadlines = deadlines  # job id -> time.monotonic() when its time limit runs out
+        self.deadlines = deadlines
         self.exit_when_stuck = exit_when_stuck
         self.pulse = time.monotonic()
         self._stopping = False
@@ -54,7 +73,7 @@ class Lifeline:
         self._hub_thread: int | None = None  # the thread running the gevent hub, set by start()
 
     def start(self) -> None:
-        self._hub_thread = threading.get_ident()
+        self._hub_thread = _thread_id()
         self._pulse_greenlet = gevent.spawn(self._keep_pulse)
         _start_thread(self._watch, ())
 
@@ -73,7 +92,7 @@ class Lifeline:
     def _watch(self) -> None:
         client = None
         blocked_since = None
-        reported_at = last_beat = 0.0
+        reported_at, last_beat = float("-inf"), 0.0
         abandoned = False
         while not self._stopping:
             _sleep(self.interval / 2)
@@ -92,11 +111,11 @@ class Lifeline:
                 log.warning("gevent hub blocked for %.1f s: a task is computing or in a call "
                             "gevent does not patch; heartbeats go on from a thread. Blocked in:\n%s",
                             now - blocked_since, self._hub_stack())
-            overdue = [job_id for job_id, deadline in list(self.deadlines.items())
-                       if now > deadline + self.interval]
+            overdue = [deadline for deadline in list(self.deadlines.values())
+                       if now > deadline.at + self.interval]
             if overdue and not abandoned:
                 abandoned = True
-                self._stuck(overdue)
+                client = self._stuck(overdue, client)
             if abandoned or now - last_beat < self.interval:
                 continue
             try:
@@ -107,16 +126,35 @@ class Lifeline:
                 log.warning("heartbeat from the lifeline thread failed: %r", exc)
                 client = None
 
-    def _stuck(self, job_ids: list[str]) -> None:
-        jobs = ", ".join(job_ids[:10])
+    def _stuck(self, overdue: list[Deadline], client: redis.Redis | None) -> redis.Redis | None:
+        """Note each overdue job's reason in Redis, then end the process (a
+        child) or stop heartbeating (embedded). Returns the client to go on with."""
+        jobs = ", ".join(deadline.job.id for deadline in overdue[:10])
+        stack = self._hub_stack()
+        then = ("its worker process ended itself" if self.exit_when_stuck else
+                "its process stopped heartbeating so that another one reclaims it")
+        notes = []
+        for deadline in overdue:
+            job = deadline.job
+            notes += [job.id, job.token,
+                      f"TimeLimitExceeded: job {job.id} ({job.task_id}) ran longer than its time "
+                      f"limit of {deadline.limit:g} s on a blocked gevent hub, where it cannot be "
+                      f"interrupted; {then}. It was running:\n{stack}"]
+        try:
+            client = client or self.broker.channel(1)
+            self.broker.note(self.process_id, notes, client)
+        except Exception as exc:  # the flush then says "no heartbeat"
+            log.warning("could not note the time limit on the jobs in Redis: %r", exc)
+            client = None
         if self.exit_when_stuck:
             log.critical("job(s) %s ran past their time limit on a blocked gevent hub; ending this "
                          "worker process so the master replaces it (its jobs come back through "
-                         "the stale flush). Blocked in:\n%s", jobs, self._hub_stack())
+                         "the stale flush). Blocked in:\n%s", jobs, stack)
             logging.shutdown()
             os._exit(STUCK_EXIT_STATUS)
         log.error("job(s) %s ran past their time limit on a blocked gevent hub; this process "
                   "stops heartbeating so the jobs are reclaimed after their timeout", jobs)
+        return client
 
     def _hub_stack(self) -> str:
         frame = sys._current_frames().get(self._hub_thread)

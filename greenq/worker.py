@@ -25,7 +25,7 @@ from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTask
                      WorkerShutdown)
 from .health import Health
 from .job import ROW, Job, decode_row
-from .lifeline import Lifeline
+from .lifeline import Deadline, Lifeline
 from .registry import Registry, Task
 from .supervisor import supervise
 
@@ -70,7 +70,7 @@ class Worker:
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
                                    flush_stale_timeout)
         self._timeouts = registry.timeouts_ms()
-        self.deadlines: dict[str, float] = {}  # job id -> monotonic end of its time limit
+        self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
         self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
         self._hurry = gevent.event.Event()
@@ -193,7 +193,8 @@ class Worker:
     def _run(self, job: Job, task: Task) -> None:
         limit = None
         if task.time_limit is not None:
-            self.deadlines[job.id] = time.monotonic() + task.time_limit
+            self.deadlines[job.id] = Deadline(time.monotonic() + task.time_limit, job,
+                                              task.time_limit)
             # Fires where the job yields; a job that never yields is the
             # lifeline thread's business.
             limit = gevent.Timeout(task.time_limit, TimeLimitExceeded(

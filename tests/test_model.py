@@ -217,7 +217,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             ids = sorted(m.state)
             pipe = client.pipeline(transaction=True)
             pipe.lrange(k.pending, 0, -1).lrange(k.handoff, 0, -1).lrange(k.failed, 0, -1)
-            pipe.hgetall(k.locks)
+            pipe.hgetall(k.locks).hgetall(k.held)
             for res in ("r1", "r2"):
                 pipe.lrange(k.wait(res), 0, -1)
             for proc in PROCS:
@@ -227,19 +227,22 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             replies = pipe.execute()
             strings = lambda items: [x.decode() for x in items]  # noqa: E731
             pending, handoff, failed = (strings(reply) for reply in replies[:3])
-            locks = replies[3]
+            locks, held = replies[3], replies[4]
             assert pending == list(m.pending) and handoff == list(m.handoff)
             assert failed == m.failed
             assert {a.decode(): b.decode() for a, b in locks.items()} == m.locks
-            assert strings(replies[4]) == list(m.waiting.get("r1", ()))
-            assert strings(replies[5]) == list(m.waiting.get("r2", ()))
-            for proc, owned in zip(PROCS, replies[6:8]):
+            # the holders that jobs wait behind, and only those, are noted
+            assert {a.decode(): b.decode() for a, b in held.items()} == \
+                {m.locks[res]: res for res, queue in m.waiting.items() if queue}
+            assert strings(replies[5]) == list(m.waiting.get("r1", ()))
+            assert strings(replies[6]) == list(m.waiting.get("r2", ()))
+            for proc, owned in zip(PROCS, replies[7:9]):
                 assert set(strings(owned)) == set(m.owned[proc])
             # each job in exactly one place, and its record says so
             places = pending + handoff + failed + [j for q in m.waiting.values() for j in q] \
                 + [j for p in PROCS for j in m.owned[p]]
             assert sorted(places) == ids
-            assert strings(replies[8:]) == [m.state[j] for j in ids]
+            assert strings(replies[9:]) == [m.state[j] for j in ids]
             # one holder per resource (the lock), and first runs in submission order
             for res, order in m.started.items():
                 first_runs = list(dict.fromkeys(order))

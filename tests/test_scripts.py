@@ -66,6 +66,9 @@ class Q:
     def locks(self) -> dict:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.k.locks).items()}
 
+    def held(self) -> dict:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.k.held).items()}
+
     def counts(self) -> dict:
         raw = self.r.hgetall(self.k.counts)
         return {"active": int(raw.get(b"active", 0)), "waiting": int(raw.get(b"waiting", 0))}
@@ -165,6 +168,36 @@ def test_a_bulk_submit_larger_than_one_script_batch_adds_every_job_in_order(q):
     assert q.b.submit(rows) == 1203
     assert q.pending() == [row[0] for row in rows]
     assert q.b.submit(rows) == 0
+
+
+def test_a_submit_re_sent_after_its_job_ran_adds_nothing(q):
+    """ChannelPool.execute sends a submit again, unchanged, when its
+    connection broke before the reply; meanwhile an idle worker may have
+    run the job and deleted its record. The call's nonce tells the re-send
+    from a new submit."""
+    row = q.row("t", "r")
+    calls = q.b.submit_calls([row])
+    assert q.b.run_batch(q.client, calls) == [1]
+    job_id, token = q.lease(P1)
+    assert q.b.complete(P1, [job_id, token]) == [1]
+    before = q.snapshot()
+    assert q.b.run_batch(q.client, calls) == [0]           # the re-send
+    assert q.snapshot() == before
+    assert q.pending() == [] and q.locks() == {} and q.counts() == {"active": 0, "waiting": 0}
+    # A new submit of that id (no record any more) is a new job, not a re-send.
+    assert q.b.submit([row]) == 1 and q.pending() == [job_id]
+
+
+def test_a_submit_call_leaves_one_small_marker_that_outlives_any_re_send_of_it(q):
+    """The re-send comes within the socket timeout (the break shows), a
+    connect and a handshake: 2 x 10 s + 5 s with the default settings."""
+    rows = [q.row("t") for _ in range(250)]
+    assert q.b.submit(rows) == 250                          # 3 script calls
+    markers = list(q.r.scan_iter(match=q.k.prefix + "sent:*"))
+    assert len(markers) == 3
+    for marker in markers:
+        assert 20_000 < q.r.pttl(marker) <= 25_000
+        assert q.r.memory_usage(marker) < 128
 
 
 # -- fetch -----------------------------------------------------------------------
@@ -285,6 +318,59 @@ def test_fetch_moves_a_record_of_another_redis_type_to_the_failed_list(q):
     assert q.r.hget(q.k.job("lst"), "raw") == b"<a Redis list>"
 
 
+# -- a record that vanished while its job held a resource -------------------------
+# (eviction, a manual DEL): the jobs of that resource must not wait forever.
+
+
+def test_the_fetch_that_drops_a_pending_holder_without_a_record_passes_its_resource_on(q):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    later = q.submit("t", "r")
+    q.r.delete(q.k.job(holder))
+    jobs, problems = q.fetch(P1, 5)
+    assert [j[0].decode() for j in jobs] == [waiting]     # leased by this very fetch
+    assert len(problems) == 1 and holder.encode() in problems[0]
+    assert b"without a record" in problems[0] and b"resource r " in problems[0]
+    assert q.locks() == {"r": waiting} and q.waiting("r") == [later]
+    assert q.counts() == {"active": 1, "waiting": 1}
+
+
+def test_a_job_of_a_resource_whose_holder_vanished_unnoticed_does_not_wait_for_it(q):
+    """Nothing waited when the holder's record vanished, so nothing knew its
+    resource: the first job to wait for it finds the holder gone."""
+    holder = q.submit("t", "r")
+    q.r.delete(q.k.job(holder))
+    _, problems = q.fetch(P1, 5)
+    assert len(problems) == 1 and holder.encode() in problems[0]
+    job_id = q.submit("t", "r")
+    assert q.locks() == {"r": job_id} and q.pending() == [job_id]
+    assert q.waiting("r") == [] and q.counts()["waiting"] == 0
+    assert q.rec(job_id)["state"] == "pending"
+
+
+@pytest.mark.parametrize("finish", ["complete", "fail", "give_back"])
+def test_a_finish_of_a_running_holder_whose_record_vanished_passes_its_resource_on(q, finish):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.r.delete(q.k.job(holder))
+    args = [holder, token, "boom", "0"] if finish == "fail" else [holder, token]
+    assert getattr(q.b, finish)(P1, args) == [0]
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_a_stale_flush_that_finds_a_holder_without_a_record_passes_its_resource_on(q):
+    holder = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    q.lease(P1, timeouts=["t", 1000])
+    q.r.delete(q.k.job(holder))
+    q.make_stale(P1)
+    assert q.b.flush_stale(100) == []
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 0}
+
+
 # -- complete --------------------------------------------------------------------
 
 
@@ -303,15 +389,17 @@ def test_complete_hands_the_resource_to_the_next_waiting_job_in_fifo_order(q):
     first = q.submit("t", "r")
     second = q.submit("t", "r")
     third = q.submit("t", "r")
+    assert q.held() == {first: "r"}              # noted for the jobs waiting behind it
     _, token = q.lease(P1)
     assert q.b.complete(P1, [first, token]) == [1]
-    assert q.locks() == {"r": second}
+    assert q.locks() == {"r": second} and q.held() == {second: "r"}
     assert q.pending() == [second] and q.waiting("r") == [third]
     assert q.rec(second)["state"] == "pending"
     assert q.counts() == {"active": 0, "waiting": 1}
     _, token = q.lease(P1)
     assert q.b.complete(P1, [second, token]) == [1]
     assert q.locks() == {"r": third} and q.pending() == [third]
+    assert q.held() == {}                         # nothing waits behind the last one
     _, token = q.lease(P1)
     assert q.b.complete(P1, [third, token]) == [1]
     assert q.locks() == {} and not q.r.exists(q.k.wait("r"))
@@ -338,6 +426,20 @@ def test_complete_with_a_wrong_token_returns_minus_one_and_changes_nothing(q):
     assert q.b.complete(P1, [job_id, token + 1]) == [-1]
     assert q.b.complete(P2, [job_id, token]) == [-1]   # right token, wrong process
     assert q.snapshot() == before
+
+
+def test_a_finish_of_a_record_that_is_no_job_hash_reports_it_gone_or_the_lease_lost(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    q.r.delete(q.k.job(job_id))
+    q.r.set(q.k.job(job_id), "junk")                   # another type: no record
+    assert q.b.complete(P1, [job_id, token]) == [0]
+    assert q.r.get(q.k.job(job_id)) == b"junk" and q.owned(P1) == {}
+    other = q.submit("t")
+    _, token = q.lease(P1)
+    q.r.hdel(q.k.job(other), "state")                  # a hash, but not an active one
+    assert q.b.complete(P1, [other, token]) == [-1]
+    assert q.owned(P1) == {other: DEFAULT_MS}
 
 
 def test_completing_a_job_twice_returns_the_first_outcome_from_its_receipt_and_changes_nothing(q):
@@ -596,6 +698,25 @@ def test_flush_stale_limit_spans_several_processes(q):
     assert len(q.failed()) == 2 and q.procs() == {}
 
 
+def test_a_note_left_under_the_current_lease_is_the_error_the_reclaiming_flush_records(q):
+    job_id = q.submit("t", "r", retries=1)
+    _, token = q.lease(P1, timeouts=["t", 1000])
+    before = q.snapshot()
+    assert q.b.note(P2, [job_id, token, "not P2's job"]) == [-1]
+    assert q.b.note(P1, ["missing", 1, "no such job"]) == [0]
+    assert q.snapshot() == before
+    assert q.b.note(P1, [job_id, token, "TimeLimitExceeded: ran too long"]) == [1]
+    q.make_stale(P1)
+    rows = q.b.flush_stale(100)
+    assert rows[1] == b"retry" and rows[8] == b"TimeLimitExceeded: ran too long"
+    assert q.rec(job_id)["error"] == "TimeLimitExceeded: ran too long"
+    # The note held for that lease only: the next run's flush says "stale".
+    q.lease(P2, timeouts=["t", 1000])
+    q.make_stale(P2)
+    rows = q.b.flush_stale(100)
+    assert rows[1] == b"fail" and rows[8].startswith(b"stale: process " + P2.encode())
+
+
 def test_after_a_flush_the_old_lease_holders_complete_returns_minus_one_and_changes_nothing(q):
     job_id = q.submit("t", "r", retries=1)
     waiting = q.submit("t", "r")
@@ -748,6 +869,59 @@ def test_the_queue_facade_drains_failed_jobs_past_one_script_batch(redis_url, na
     assert queue.delete_failed_jobs() == 1500
     assert not any(r.exists(k.job(job_id)) for job_id in ids[:50])
     queue.shutdown()
+
+
+# -- includes ----------------------------------------------------------------------
+
+
+def include_alone(q, names: list[str], call: str, keys=(), args=()):
+    """Run include files on their own, with no script around them to lend
+    them locals (Redis refuses a read of an undefined global), then `call`."""
+    from greenq import scripts
+
+    source = "\n".join(scripts._read(f"include/{name}.lua") for name in names) + "\n" + call
+    return q.r.eval(source, len(keys), *keys, *args)
+
+
+def test_each_lua_include_works_from_its_arguments_alone(q):
+    k = q.k
+    queue = ("{prefix = ARGV[1], pending = KEYS[1], locks = KEYS[2], counts = KEYS[3], "
+             "held = KEYS[4]}")
+    queue_keys = (k.pending, k.locks, k.counts, k.held)
+    assert include_alone(q, ["now_ms"], "return now_ms()") > 0
+
+    first, second = q.submit("t", "r"), q.submit("t", "r")
+    assert include_alone(q, ["release"], f"release({queue}, 'r', ARGV[2]) return 1",
+                         queue_keys, (k.prefix, first)) == 1
+    assert q.locks() == {"r": second} and q.pending() == [first, second]
+    third = q.row("t", "r")[0]
+    q.r.hset(k.job(third), "task", "t")
+    assert include_alone(q, ["release", "enqueue"],
+                         f"enqueue({queue}, ARGV[2], ARGV[3], 'r') return 1",
+                         queue_keys, (k.prefix, third, k.job(third))) == 1
+    assert q.waiting("r") == [third] and q.rec(third)["state"] == "waiting"
+
+    job_id, token = q.lease(P1, timeouts=["t", 1000])
+    assert include_alone(q, ["check_lease"], "return {check_lease(KEYS[1], ARGV[1], ARGV[2])}",
+                         (k.job(job_id),), (token, P1))[1] == 1
+    # receipts: check, note and keep; a second check finds the receipt
+    call = ("local r = open_receipts(ARGV[1], ARGV[2]) r.drop('0') "
+            "local f, code = r.check(KEYS[1], ARGV[3], 'no-such-lease') "
+            "r.note(ARGV[3], 'no-such-lease', 7) r.keep() "
+            "local _, again = open_receipts(ARGV[1], ARGV[2])"
+            ".check(KEYS[1], ARGV[3], 'no-such-lease') "
+            "return {code, again}")
+    assert include_alone(q, ["check_lease", "receipts"], call, (k.job(job_id),),
+                         (k.prefix, P1, job_id)) == [-1, 7]
+
+    assert include_alone(q, ["touch_process"],
+                         "touch_process(KEYS[1], KEYS[2], ARGV[1], KEYS[3], 5) return 1",
+                         (k.procs, k.beats, k.owned(P1)), (P1,)) == 1
+    assert q.beats() == {P1: 5} and q.procs() == {P1: 1005}
+    assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 10000, 2000, 5000)",
+                         (k.clock,)) == 0
+    assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 20000, 2000, 5000)",
+                         (k.clock,)) == 25000
 
 
 # -- NOSCRIPT fallback -----------------------------------------------------------

@@ -13,7 +13,9 @@
                      Broker.wait_and_fetch); they were next in line, so they
                      are leased first. Any process's fetch takes them: one
                      whose waiter died before its fetch ran is not stranded.
-    ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
+    KEYS[7] locks    HASH resource id -> holding job id
+    KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] process id
     ARGV[3] max jobs
     ARGV[4] timeout ms for tasks this process does not know
@@ -22,18 +24,30 @@
     jobs: flat, 9 per job: id, token, task, resource, encoding, params,
           retries left, attempts, last error
     problems: one text per id in pending that was not a job record (a
-          missing record is dropped; any other value is kept as a failed job)
+          missing record is dropped; any other value is kept as a failed
+          job); a resource such an id held goes to the next job waiting
 ]]
 local rcall = redis.call
-local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key, locks_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, proc = ARGV[1], ARGV[2]
 local max_jobs, default_timeout = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- @include now_ms
 -- @include touch_process
+-- @include release
 
 local timeouts = {}
 for i = 5, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
+
+-- Where a pending id has no job record, what the problem text adds. (Rare:
+-- the keys' table is built here, not on every fetch.)
+local function passed_on(id)
+  local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                  held = held_key }
+  local resource = release_vanished(queue, id)
+  if not resource then return "" end
+  return "; its resource " .. resource .. " went to the next job waiting for it"
+end
 
 local now = now_ms()
 local owned_key = prefix .. "owned:" .. proc
@@ -58,6 +72,7 @@ for _ = 1, max_jobs do
     jobs[n + 6], jobs[n + 7], jobs[n + 8], jobs[n + 9] = f[4], f[5], attempts, f[7]
   elseif kind == "none" then
     problems[#problems + 1] = "job " .. id .. " was in the pending list without a record; dropped"
+      .. passed_on(id)
   else
     local raw = "<a Redis " .. kind .. ">"
     if kind == "string" then raw = rcall("GET", job_key) end
@@ -66,11 +81,11 @@ for _ = 1, max_jobs do
     rcall("HSET", job_key, "task", "", "state", "failed", "error", why, "raw", raw,
           "retries", 0, "attempts", 0)
     rcall("RPUSH", failed_key, id)
-    problems[#problems + 1] = why .. "; moved to the failed queue"
+    problems[#problems + 1] = why .. "; moved to the failed queue" .. passed_on(id)
   end
 end
 if leased > 0 then
   rcall("HINCRBY", counts_key, "active", leased)
-  touch_process(proc, owned_key, now)
+  touch_process(procs_key, beats_key, proc, owned_key, now)
 end
 return { jobs, problems }

@@ -6,6 +6,10 @@
   Bounded: at most `limit` jobs per call. Right after Redis stalled (see
   include/observe_clock.lua) a periodic flush reclaims nothing until live
   processes had time to heartbeat; a forced one (an operator's) goes ahead.
+  A job whose record vanished (eviction, a manual DEL) is forgotten, and a
+  resource it held goes to the next job waiting for it (no output row). A
+  job its process left a note on for this lease (note.lua) gets the note as
+  its error text.
   Input:
     KEYS[1] procs    ZSET process id -> ms when its first job can turn stale
     KEYS[2] beats    HASH process id -> last heartbeat ms
@@ -14,6 +18,7 @@
     KEYS[5] counts   HASH "active", "waiting" counters
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
+    KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>
     ARGV[2] limit
@@ -23,8 +28,8 @@
           resource, encoding, params, retries left, attempts, error
 ]]
 local rcall = redis.call
-local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == "1"
 -- @include now_ms
@@ -32,9 +37,11 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include observe_clock
 -- @include release
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key }
 local now = now_ms()
 local out, moved = {}, 0
-if now < observe_clock(now) and not forced then
+if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
   return out
 end
 local due = rcall("ZRANGEBYSCORE", procs_key, "-inf", now, "LIMIT", 0, limit)
@@ -48,15 +55,20 @@ for _, proc in ipairs(due) do
     local id, timeout = stale[i], tonumber(stale[i + 1])
     local job_key = prefix .. "job:" .. id
     rcall("ZREM", owned_key, id)
-    if rcall("TYPE", job_key).ok == "hash" then
+    if rcall("TYPE", job_key).ok ~= "hash" then
+      -- Its record vanished while it ran (eviction, a manual DEL).
+      release_vanished(queue, id)
+      rcall("HINCRBY", counts_key, "active", -1)
+    else
       local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
-                      "params", "retries", "attempts")
+                      "params", "retries", "attempts", "lease", "note", "note_lease")
       if f[1] == "active" and f[2] == proc then
         moved = moved + 1
         local retries = tonumber(f[7]) or 0
         local why = string.format(
           "stale: process %s sent no heartbeat for %.1fs (task timeout %.1fs); it died or hung",
           proc, silent / 1000, timeout / 1000)
+        if f[10] and f[11] == f[9] then why = f[10] end
         local outcome = "fail"
         if retries > 0 then
           retries = retries - 1
@@ -66,7 +78,7 @@ for _, proc in ipairs(due) do
         else
           rcall("HSET", job_key, "state", "failed", "error", why)
           rcall("RPUSH", failed_key, id)
-          release(f[4], id)
+          release(queue, f[4], id)
         end
         local n = #out
         out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]
@@ -74,7 +86,7 @@ for _, proc in ipairs(due) do
       end
     end
   end
-  touch_process(proc, owned_key, beat)
+  touch_process(procs_key, beats_key, proc, owned_key, beat)
   if #stale > 0 and rcall("EXISTS", owned_key) == 0 then
     -- Declared dead with nothing left. Its receipts could only serve a hung
     -- process that wakes up: its re-sent finishes then report a lost lease

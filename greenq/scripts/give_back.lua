@@ -5,36 +5,47 @@
   Input:
     KEYS[1] pending  LIST of runnable job ids (RPOP end is the head)
     KEYS[2] counts   HASH "active", "waiting" counters
-    ARGV[1] key prefix; per-id keys: job:<id>, owned:<process id>
+    KEYS[3] locks    HASH resource id -> holding job id
+    KEYS[4] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] process id
     ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
     ARGV[4..] pairs: job id, lease token
   Output: one code per job: 1 given back (now, or by an earlier send);
-          0 no record; -1 lease lost
+          0 no record (its resource, if others wait for it, is passed on);
+          -1 lease lost
 ]]
 local rcall = redis.call
-local pending_key, counts_key = KEYS[1], KEYS[2]
+local pending_key, counts_key, locks_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include check_lease
+-- @include release
 -- @include receipts
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key }
+local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, given = {}, 0
-drop_receipts(ARGV[3])
+receipts.drop(ARGV[3])
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
-  local f, code = check_finish(job_key, id, token)
+  local f, code = receipts.check(job_key, id, token)
   if f then
     rcall("ZREM", owned_key, id)
     local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
     rcall("HSET", job_key, "state", "pending", "attempts", math.max(attempts - 1, 0))
     rcall("RPUSH", pending_key, id)
     given = given + 1
-    note_outcome(id, token, code)
+    receipts.note(id, token, code)
+  elseif code == 0 and rcall("ZREM", owned_key, id) == 1 then
+    -- Its record vanished while it ran here (eviction, a manual DEL).
+    release_vanished(queue, id)
+    given = given + 1
   end
   codes[#codes + 1] = code
 end
 if given > 0 then rcall("HINCRBY", counts_key, "active", -given) end
-keep_receipts()
+receipts.keep()
 return codes

@@ -23,6 +23,6 @@ local stall_ms, grace_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 
 local owned_key = prefix .. "owned:" .. proc
 local now = now_ms()
-observe_clock(now)
-touch_process(proc, owned_key, now)
+observe_clock(clock_key, now, stall_ms, grace_ms)
+touch_process(procs_key, beats_key, proc, owned_key, now)
 return { rcall("ZCARD", owned_key), now }

@@ -8,15 +8,20 @@
     KEYS[2] pending  LIST of runnable job ids
     KEYS[3] locks    HASH resource id -> holding job id
     KEYS[4] counts   HASH "active", "waiting" counters
+    KEYS[5] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>
     ARGV[2] limit
   Output: how many jobs were moved
 ]]
 local rcall = redis.call
-local failed_key, pending_key, locks_key, counts_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local failed_key, pending_key, locks_key, counts_key, held_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
+-- @include release
 -- @include enqueue
 
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key }
 local moved = 0
 for _ = 1, limit do
   local id = rcall("LPOP", failed_key)
@@ -24,7 +29,7 @@ for _ = 1, limit do
   local job_key = prefix .. "job:" .. id
   if rcall("TYPE", job_key).ok == "hash" then
     rcall("HDEL", job_key, "owner", "started")
-    enqueue(id, job_key, rcall("HGET", job_key, "res"))
+    enqueue(queue, id, job_key, rcall("HGET", job_key, "res"))
     moved = moved + 1
   end
 end

@@ -7,6 +7,7 @@ heartbeat stopped."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -82,10 +83,30 @@ def test_a_job_past_its_time_limit_on_a_blocked_hub_ends_its_child_which_is_repl
                      params={"n": 0, "log": log_path, "seconds": 600})
     wait_until(lambda: events["child_restart"], timeout=40)
     assert events["child_restart"][0]["exitcode"] == STUCK_EXIT_STATUS
-    # The replacement's stale flush fails the job (no retries left).
+    # The replacement's stale flush fails the job (no retries left), with the
+    # reason the lifeline noted before the child ended itself.
     wait_until(lambda: events["job_fail"], timeout=40)
-    assert "stale" in events["job_fail"][0].error
+    error = events["job_fail"][0].error
+    assert TimeLimitExceeded.__name__ in error and "time limit of 1 s" in error, error
+    assert "stale" not in error and "_spin" in error   # where it was stuck
     assert lines(log_path) == ["0 start"]
     assert events["job_success"] == []
     stats = queue.stats()
     assert (stats["pending"], stats["active"], stats["failed"]) == (0, 0, 1)
+
+
+@pytest.mark.timeout(60)
+def test_the_blocked_hub_report_shows_the_stack_of_the_task_blocking_it(
+        make_queue, tmp_path, caplog):
+    log_path = str(tmp_path / "runs.log")
+    queue = make_queue("fault_hub", worker_count=2)   # in this process: its hub blocks
+    done = collect(queue, "job_success")["job_success"]
+    queue.start()
+    with caplog.at_level(logging.WARNING, logger="greenq.lifeline"):
+        queue.submit_job("hub.spin", params={"n": 0, "log": log_path, "seconds": 2.0})
+        wait_until(lambda: done, timeout=30)
+    reports = [r.getMessage() for r in caplog.records
+               if r.name == "greenq.lifeline" and "gevent hub blocked" in r.getMessage()]
+    assert reports, [r.getMessage() for r in caplog.records]
+    assert "(no stack)" not in reports[0]
+    assert "fault_hub.py" in reports[0] and "in _spin" in reports[0], reports[0]

@@ -1,7 +1,8 @@
 """Races (issue 4, item 8): finish against stale flush, many processes
 flushing at once, a failed-queue retry against a running job of the same
 resource, a connection pool far smaller than the worker count, a socket
-timeout shorter than the fetcher's blocking wait, and a re-sent submit.
+timeout shorter than the fetcher's blocking wait, a re-sent submit, and a
+job record deleted while its job holds a resource.
 Real processes and real redis-servers; every test checks Redis and the
 side-effect log of tests/tasks/fault_log_sleep.py."""
 
@@ -15,8 +16,12 @@ import sys
 import time
 from collections import Counter
 
+import gevent
+import gevent.event
 import pytest
 import redis
+from gevent import socket
+from gevent.server import StreamServer
 
 from conftest import wait_until
 import greenq
@@ -452,6 +457,100 @@ def test_a_submit_whose_reply_timed_out_landed_once_and_its_re_send_adds_nothing
         server.close()
 
 
+class ReplyCutter:
+    """A TCP proxy in front of a redis-server that loses one reply: once
+    armed with a byte string, it passes the next request containing it to
+    Redis, and when Redis answers, closes the client's connection instead
+    of passing the answer on (the request ran; the client sees a broken
+    connection). It then holds every new connection, unconnected, until
+    let_through()."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self._needle: bytes | None = None
+        self.cut = gevent.event.Event()
+        self._gate = gevent.event.Event()
+        self._gate.set()
+        self.sent_after_cut = 0   # requests with the needle Redis got after the cut
+        self._watch = b""
+        self._server = StreamServer(("127.0.0.1", 0), self._serve)
+        self._server.start()
+        self.url = f"redis://127.0.0.1:{self._server.server_port}/0"
+
+    def arm(self, needle: bytes) -> None:
+        self._needle = self._watch = needle
+
+    def let_through(self) -> None:
+        self._gate.set()
+
+    def close(self) -> None:
+        self._gate.set()
+        self._server.stop()
+
+    def _serve(self, client, _address) -> None:
+        self._gate.wait()
+        upstream = socket.create_connection(("127.0.0.1", self.redis_port))
+        cutting = []
+
+        def replies():
+            try:
+                while data := upstream.recv(65536):
+                    if cutting:           # Redis ran it and answered: lose the answer
+                        self.cut.set()
+                        break
+                    client.sendall(data)
+            except OSError:
+                pass
+            client.close()
+            upstream.close()
+
+        pump = gevent.spawn(replies)
+        try:
+            while data := client.recv(65536):
+                if self._needle is not None and self._needle in data:
+                    self._needle = None
+                    self._gate.clear()
+                    cutting.append(True)
+                elif self.cut.is_set() and self._watch in data:
+                    self.sent_after_cut += 1
+                upstream.sendall(data)
+        except OSError:
+            pass
+        pump.join()
+
+
+def test_a_submit_re_sent_after_a_lost_reply_adds_nothing_though_its_job_already_ran(
+        redis_server, make_queue, side, r, prefix):
+    """The submit runs, its reply is lost (the connection breaks), an idle
+    worker runs and completes the job, then the channel re-sends the submit
+    on a new connection, as it does for a broken connection. The job must
+    not run a second time."""
+    cutter = ReplyCutter(redis_server.port)
+    try:
+        worker = make_queue(TASK_FILE, worker_count=1)
+        worker.start()
+        submitter = make_queue(redis_url=cutter.url)
+        submitter.submit_job(TASK_ID, params=side.params(0))   # its channel has served a call
+        wait_until(lambda: side.count("end")[0] == 1, timeout=20)
+
+        cutter.arm(submitter.broker.scripts["submit"].sha.encode())
+        sending = gevent.spawn(submitter.submit_job, TASK_ID, params=side.params(1))
+        assert cutter.cut.wait(timeout=10)
+        wait_until(lambda: side.count("end")[1] == 1 and not r.keys(prefix + "job:*"), timeout=20)
+        cutter.let_through()                 # the re-send's connection goes through
+        job_id = sending.get(timeout=20)
+        assert cutter.sent_after_cut == 1    # the submit did reach Redis a second time
+
+        # A run of the re-sent job would come before this one (one worker, FIFO).
+        submitter.submit_job(TASK_ID, params=side.params(2))
+        wait_until(lambda: side.count("end")[2] == 1, timeout=20)
+        side.assert_each_ended_once([0, 1, 2])
+        assert not r.exists(prefix + f"job:{job_id}")
+        assert_queue_empty(r, prefix)
+    finally:
+        cutter.close()
+
+
 FINISH_TASK = '''
 import time
 id = "race.finish"
@@ -521,3 +620,24 @@ def test_a_finish_whose_reply_timed_out_is_sent_again_and_reported_once_with_its
         if worker is not None:
             worker.shutdown(timeout=5)
         server.close()
+
+
+# -- a record deleted while its job holds a resource ------------------------------------
+
+
+def test_a_job_waiting_behind_a_holder_whose_record_was_deleted_runs_and_the_loss_is_reported(
+        make_queue, side, r, prefix):
+    admin = make_queue()
+    holder, waiter = admin.submit_jobs([job(side, 0, "x"), job(side, 1, "x")])
+    r.delete(prefix + f"job:{holder}")   # eviction, or an operator's DEL
+    worker = make_queue(TASK_FILE, worker_count=2)
+    errors = []
+    worker.on("error", errors.append)
+    worker.start()
+
+    wait_until(lambda: side.count("end")[1] == 1, timeout=20)
+    side.assert_each_ended_once([1])      # the holder had nothing left to run
+    reports = [str(e) for e in errors if holder in str(e)]
+    assert len(reports) == 1 and "without a record" in reports[0] and "resource x " in reports[0]
+    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    assert_queue_empty(r, prefix)

@@ -1,13 +1,25 @@
--- enqueue(id, job_key, resource): make a job runnable, or park it at the
--- end of its resource's FIFO when another job holds that resource.
--- Needs in scope: rcall, prefix, pending_key, locks_key, counts_key.
-local function enqueue(id, job_key, resource)
-  if resource and resource ~= "" and rcall("HSETNX", locks_key, resource, id) == 0 then
-    rcall("RPUSH", prefix .. "wait:" .. resource, id)
+-- enqueue(queue, id, job_key, resource): make a job runnable, or park it at
+-- the end of its resource's FIFO when another job holds that resource. The
+-- first job to wait behind a holder notes the holder's resource in `held`
+-- (see include/release.lua), or, when the holder's record vanished before
+-- anything waited for it, takes the resource over.
+--   queue  the including script's keys, as for release()
+-- Needs include/release before it; uses nothing of the including script.
+local rcall = redis.call
+local function enqueue(queue, id, job_key, resource)
+  if resource and resource ~= "" and rcall("HSETNX", queue.locks, resource, id) == 0 then
     rcall("HSET", job_key, "state", "waiting")
-    rcall("HINCRBY", counts_key, "waiting", 1)
+    rcall("HINCRBY", queue.counts, "waiting", 1)
+    if rcall("RPUSH", queue.prefix .. "wait:" .. resource, id) == 1 then
+      local holder = rcall("HGET", queue.locks, resource)
+      if rcall("EXISTS", queue.prefix .. "job:" .. holder) == 1 then
+        rcall("HSET", queue.held, holder, resource)
+      else
+        release(queue, resource, holder)  -- hands it to this job, the only one waiting
+      end
+    end
   else
     rcall("HSET", job_key, "state", "pending")
-    rcall("LPUSH", pending_key, id)
+    rcall("LPUSH", queue.pending, id)
   end
 end

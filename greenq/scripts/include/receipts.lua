@@ -7,37 +7,46 @@
 -- it has seen the replies of every finish it sent; the key expires after a
 -- day when a process dies idle, and a flush that reclaims a dead process'
 -- jobs deletes it.
--- Needs in scope: rcall, prefix, proc, check_lease.
-local receipts_key = prefix .. "receipts:" .. proc
+--
+-- open_receipts(prefix, proc): the receipts of process `proc` (per-id key
+-- receipts:<proc> under key prefix `prefix`), as a table of functions:
+--   drop(flag)                  "1": forget the earlier receipts first
+--   check(job_key, id, token)   check_lease, then the receipts: the job's
+--                               fields when `proc` still holds lease `token`;
+--                               otherwise nil and the code an earlier send of
+--                               this finish got, or else check_lease's code
+--   note(id, token, code)       remember this finish's code...
+--   keep()                      ...and write what was noted, once per call
+-- Needs include/check_lease before it; uses nothing of the including script.
 local RECEIPT_TTL_MS = 86400000
-local receipt_fields = {}
 
-local function drop_receipts(flag)
-  if flag == "1" then rcall("DEL", receipts_key) end
-end
+local function open_receipts(prefix, proc)
+  local rcall = redis.call
+  local key = prefix .. "receipts:" .. proc
+  local fields = {}
+  local receipts = {}
 
--- The code an earlier send of this finish got, or nil.
-local function earlier_outcome(id, token)
-  return tonumber(rcall("HGET", receipts_key, id .. " " .. token))
-end
-
--- check_lease, then the receipts: the job's fields when `proc` still holds
--- lease `token`; otherwise nil and the code an earlier send of this finish
--- got, or else check_lease's code.
-local function check_finish(job_key, id, token)
-  local f, code = check_lease(job_key, token, proc)
-  if f then return f, code end
-  return nil, earlier_outcome(id, token) or code
-end
-
-local function note_outcome(id, token, code)
-  local n = #receipt_fields
-  receipt_fields[n + 1], receipt_fields[n + 2] = id .. " " .. token, code
-end
-
-local function keep_receipts()
-  if #receipt_fields > 0 then
-    rcall("HSET", receipts_key, unpack(receipt_fields))
-    rcall("PEXPIRE", receipts_key, RECEIPT_TTL_MS)
+  function receipts.drop(flag)
+    if flag == "1" then rcall("DEL", key) end
   end
+
+  function receipts.check(job_key, id, token)
+    local f, code = check_lease(job_key, token, proc)
+    if f then return f, code end
+    return nil, tonumber(rcall("HGET", key, id .. " " .. token)) or code
+  end
+
+  function receipts.note(id, token, code)
+    local n = #fields
+    fields[n + 1], fields[n + 2] = id .. " " .. token, code
+  end
+
+  function receipts.keep()
+    if #fields > 0 then
+      rcall("HSET", key, unpack(fields))
+      rcall("PEXPIRE", key, RECEIPT_TTL_MS)
+    end
+  end
+
+  return receipts
 end

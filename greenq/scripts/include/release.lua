@@ -1,24 +1,51 @@
--- release(resource, id): job `id` is done with `resource`; hand it to the
--- next waiting job (which becomes runnable) or free it. Waiting ids whose
--- record vanished are dropped so a ghost never holds a resource.
--- Needs in scope: rcall, prefix, pending_key, locks_key, counts_key.
-local function release(resource, id)
+-- release(queue, resource, id): job `id` is done with `resource`; hand it to
+-- the next waiting job (which becomes runnable) or free it. Waiting ids
+-- whose record vanished are dropped so a ghost never holds a resource.
+--
+-- release_vanished(queue, id): job `id` turned out to have no record any
+-- more (evicted, deleted by hand) where it was still referenced. If jobs
+-- wait for a resource it held, hand that resource on; returns the resource,
+-- or nil when nothing waited (then the first job to wait for it finds the
+-- holder gone, see include/enqueue.lua).
+--
+-- The record says which resource a job holds, so a job without a record
+-- needs another way back to it: `held` maps a holder to its resource for
+-- exactly the holders that have jobs waiting behind them (enqueue writes the
+-- entry with the first waiter, release moves it on). Uncontended resources
+-- cost nothing; a contended one one hash entry, O(1) to keep.
+--
+--   queue  the including script's keys: { prefix = key prefix (per-id keys
+--          job:<id>, wait:<resource>), pending = LIST, locks = HASH
+--          resource -> holder, counts = HASH, held = HASH holder -> resource }
+-- Uses nothing else of the including script.
+local rcall = redis.call
+local function release(queue, resource, id)
   if not resource or resource == "" then return end
-  if rcall("HGET", locks_key, resource) ~= id then return end
-  local wait_key = prefix .. "wait:" .. resource
-  while true do
-    local next_id = rcall("LPOP", wait_key)
-    if not next_id then
-      rcall("HDEL", locks_key, resource)
-      return
-    end
-    rcall("HINCRBY", counts_key, "waiting", -1)
-    local next_key = prefix .. "job:" .. next_id
-    if rcall("TYPE", next_key).ok == "hash" then
-      rcall("HSET", locks_key, resource, next_id)
-      rcall("HSET", next_key, "state", "pending")
-      rcall("LPUSH", pending_key, next_id)
-      return
-    end
+  if rcall("HGET", queue.locks, resource) ~= id then return end
+  local wait_key = queue.prefix .. "wait:" .. resource
+  local next_id = rcall("LPOP", wait_key)
+  if not next_id then
+    rcall("HDEL", queue.locks, resource)
+    return
   end
+  rcall("HDEL", queue.held, id)
+  while next_id do
+    rcall("HINCRBY", queue.counts, "waiting", -1)
+    local next_key = queue.prefix .. "job:" .. next_id
+    if rcall("TYPE", next_key).ok == "hash" then
+      rcall("HSET", queue.locks, resource, next_id)
+      rcall("HSET", next_key, "state", "pending")
+      rcall("LPUSH", queue.pending, next_id)
+      if rcall("LLEN", wait_key) > 0 then rcall("HSET", queue.held, next_id, resource) end
+      return
+    end
+    next_id = rcall("LPOP", wait_key)
+  end
+  rcall("HDEL", queue.locks, resource)
+end
+
+local function release_vanished(queue, id)
+  local resource = rcall("HGET", queue.held, id)
+  if resource then release(queue, resource, id) end
+  return resource
 end
