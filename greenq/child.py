@@ -60,8 +60,9 @@ def main() -> None:
             queue.on(event, lambda payload, event=event: event in subscribed and link.send(
                 "event", event, encode_payload(event, payload)))
         queue.start()
-    except Exception:
+    except Exception as exc:
         log.exception("worker child could not start")
+        link.send("failed", f"{type(exc).__name__}: {exc}")  # the master's one line on why
         sys.exit(BOOT_FAILURE)
 
     from .runner import keep_running_through_stray_exits

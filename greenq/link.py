@@ -1,6 +1,7 @@
 """The master <-> child channel: msgpack frames over a socketpair.
 
-Child -> master: ("ready", pid), ("event", name, payload), ("load", busy).
+Child -> master: ("ready", pid), ("event", name, payload), ("failed", reason)
+(it could not start).
 Master -> child: ("subscribe", [event names]).
 A closed channel means the other side is gone.
 """

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.subprocess
 
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
@@ -30,6 +31,7 @@ BOOT_GRACE = 30.0          # a child must say "ready" within this long
 MAX_BOOT_FAILURES = 5      # children dying before "ready" in a row before the master gives up
 BOOT_BACKOFF = (0.5, 8.0)  # first and longest pause before restarting a child that died at boot
 FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long before SIGKILL
+LAST_WORDS_WAIT = 2.0      # after a child died at boot, how long to wait for the reason it sent
 
 
 class ChildGaveUp(GreenQError):
@@ -45,6 +47,11 @@ class Child:
         self.link = link
         self.ready = gevent.event.Event()
         self.retiring = False
+        # A reload's replacement until it is ready: its death is the reload's
+        # failure, not a crash to restart.
+        self.candidate = False
+        self.boot_error: str | None = None  # why it could not start, as it told us
+        self.listener: gevent.Greenlet | None = None
         self.terms = 0  # SIGTERMs sent: the first asks for a graceful stop, the next rushes it
 
     @property
@@ -58,11 +65,14 @@ class Master:
         self.count = queue.child_process_count
         self.children: dict[int, Child] = {}
         self.retired: list[Child] = []
+        self.candidate: Child | None = None  # a reload's replacement while it boots
         self.stopping = False
         self.failure: ChildGaveUp | None = None
         self.failed = gevent.event.Event()
         self._boot_failures = 0
         self.restarts = 0
+        # SIGHUP, SIGTTIN and SIGTTOU each run in their own greenlet: one at a time.
+        self._operating = gevent.lock.Semaphore()
 
     # -- spawning --------------------------------------------------------------
 
@@ -89,6 +99,12 @@ class Master:
             child.link.send("subscribe", self.subscriptions())
 
     def spawn(self, index: int) -> Child:
+        child = self._launch(index)
+        self.children[index] = child
+        return child
+
+    def _launch(self, index: int) -> Child:
+        """Start a child process for `index`, and the greenlets that follow it."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env[CONFIG_ENV] = json.dumps(self._config(index, theirs.fileno()))
@@ -99,8 +115,7 @@ class Master:
             start_new_session=True, close_fds=True)
         theirs.close()
         child = Child(index, process, Link(ours))
-        self.children[index] = child
-        gevent.spawn(self._listen, child)
+        child.listener = gevent.spawn(self._listen, child)
         gevent.spawn(self._watch, child)
         log.info("started worker child %d (pid %d)", index, child.pid)
         return child
@@ -122,13 +137,15 @@ class Master:
                 emit(message[1], decode_payload(message[1], message[2]))
             elif kind == "ready":
                 child.ready.set()
+            elif kind == "failed":
+                child.boot_error = message[1]
         child.link.close()
 
     def _watch(self, child: Child) -> None:
         status = child.process.wait()
         was_ready = child.ready.is_set()
-        if self.stopping or child.retiring:
-            return
+        if self.stopping or child.retiring or child.candidate:
+            return  # expected, or the reload that started it deals with it
         if self.children.get(child.index) is child:
             del self.children[child.index]
         exitcode, signum = (None, -status) if status < 0 else (status, None)
@@ -165,34 +182,63 @@ class Master:
 
     def reload(self) -> None:
         """Replace children one by one, each new one ready before its old one
-        stops gracefully: no job is dropped and task modules are re-imported."""
-        for index in sorted(self.children):
-            old = self.children[index]
-            old.retiring = True
-            new = self.spawn(index)
-            deadline = time.monotonic() + BOOT_GRACE
-            while not new.ready.wait(0.1) and new.process.poll() is None \
-                    and time.monotonic() < deadline:
-                pass
-            if not new.ready.is_set():
-                log.error("replacement for worker child %d not ready; keeping the old one", index)
-                old.retiring = False
-                continue
-            self._retire(old)
+        stops gracefully: no job is dropped and task modules are re-imported.
+        A replacement that cannot start (broken task code) ends the reload:
+        the old children keep serving, and one `error` event says why."""
+        with self._operating:
+            for index in sorted(self.children):
+                if self.stopping:
+                    return
+                new = self._launch(index)
+                new.candidate = True
+                self.candidate = new
+                try:
+                    why = self._boot(new)
+                finally:
+                    self.candidate = None
+                if why is not None:
+                    if new.process.poll() is None:
+                        self._retire(new)
+                    failure = GreenQError(f"reload failed: the new worker child {index} {why}; "
+                                          "the old children keep running")
+                    log.error("%s", failure)
+                    self.queue.events.emit("error", failure)
+                    return
+                new.candidate = False
+                old = self.children.get(index)  # gone if it died meanwhile
+                self.children[index] = new
+                if old is not None:
+                    self._retire(old)
+
+    def _boot(self, child: Child) -> str | None:
+        """Wait for `child` to be ready; None when it is, else why it is not."""
+        gevent.wait([child.ready, child.process.result], count=1, timeout=BOOT_GRACE)
+        if child.ready.is_set():
+            return None
+        if self.stopping:
+            return "was stopped by the shutdown"
+        status = child.process.poll()
+        if status is None:
+            return f"was not ready within {BOOT_GRACE:.0f}s"
+        child.listener.join(LAST_WORDS_WAIT)  # the reason it sent comes before the end of the channel
+        if child.boot_error:
+            return f"could not start: {child.boot_error}"
+        return f"died before it was ready ({describe_status(status)})"
 
     def grow(self) -> None:
-        self.count += 1
-        self.spawn(max(self.children, default=0) + 1)
+        with self._operating:
+            self.count += 1
+            self.spawn(max(self.children, default=0) + 1)
 
     def shrink(self) -> None:
-        if self.count <= 1:
-            log.warning("SIGTTOU ignored: keeping the last worker child")
-            return
-        self.count -= 1
-        index = max(self.children)
-        child = self.children.pop(index)
-        child.retiring = True
-        self._retire(child)
+        with self._operating:
+            if self.count <= 1:
+                log.warning("SIGTTOU ignored: keeping the last worker child")
+                return
+            self.count -= 1
+            index = max(self.children)
+            child = self.children.pop(index)
+            self._retire(child)
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
@@ -211,7 +257,10 @@ class Master:
             pass
 
     def _alive(self) -> list[Child]:
-        return [c for c in [*self.children.values(), *self.retired] if c.process.poll() is None]
+        tracked = [*self.children.values(), *self.retired]
+        if self.candidate is not None:
+            tracked.append(self.candidate)
+        return [c for c in tracked if c.process.poll() is None]
 
     def hurry(self) -> None:
         """Second signal: children give running jobs back and exit now."""
@@ -237,3 +286,8 @@ class Master:
             child.process.kill()
         for child in [*self.children.values(), *self.retired]:
             child.process.wait()
+
+
+def describe_status(status: int) -> str:
+    """A Popen return code in words: `exit status 3`, `signal 9`."""
+    return f"signal {-status}" if status < 0 else f"exit status {status}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import gevent
 import pytest
 
 import greenq
@@ -479,6 +480,70 @@ def test_sighup_replaces_the_children_and_every_job_completes_exactly_once(
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
     assert_queue_empty(r, prefix_of(namespace))
+
+
+RELOAD_TASK = """\
+import os
+
+import redis
+
+id = "reload.probe"
+timeout = 1.0
+VERSION = {version!r}
+
+
+def perform(params):
+    client = redis.Redis.from_url(params["url"])
+    client.rpush(params["key"], f"{{VERSION}} {{os.getpid()}}")
+    client.close()
+"""
+
+
+def test_a_sighup_with_broken_task_code_keeps_the_old_children_and_a_later_one_with_fixed_code_succeeds(
+        greenq_run, tmp_path, submitter, r, redis_url, namespace):
+    tasks = tmp_path / "reload_tasks.py"
+    tasks.write_text(RELOAD_TASK.format(version="one"))
+    run = greenq_run(str(tasks), "-c", "2", "-w", "2")
+    old = run.wait_ready(2)
+    key = namespace + ":versions"
+
+    def versions_after(n: int) -> list[tuple[str, int]]:
+        submitter.submit_jobs([{"task_id": "reload.probe", "params": {"url": redis_url, "key": key}}
+                               for _ in range(n)])
+        entries = wait_until(lambda: (got := r.lrange(key, 0, -1)) and len(got) == n and got,
+                             timeout=30)
+        r.delete(key)
+        return [(version, int(pid)) for version, pid in (e.decode().split() for e in entries)]
+
+    assert {version for version, _ in versions_after(4)} == {"one"}
+
+    tasks.write_text(RELOAD_TASK.format(version="two") + "def broken(:\n")
+    run.send(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in run.log() or run.process.poll() is not None, timeout=30)
+    gevent.sleep(3)  # a restart loop would have forked again and again by now
+
+    assert run.process.poll() is None, run.log()
+    assert run.workers() == old
+    log = run.log()
+    failures = [line for line in log.splitlines() if "reload failed" in line and " ERROR " in line]
+    assert len(failures) == 1, log
+    assert "SyntaxError" in failures[0] and "old children keep running" in failures[0]
+    assert log.count("started worker child") == 3  # two at start, one replacement tried
+    assert ") died (" not in log
+    ran = versions_after(6)
+    assert {version for version, _ in ran} == {"one"}
+    assert {pid for _, pid in ran} <= set(old)
+
+    tasks.write_text(RELOAD_TASK.format(version="three"))
+    run.send(signal.SIGHUP)
+    new = wait_until(lambda: (pids := worker_children(run.pid, ready_only=True)) and len(pids) == 2
+                     and not set(pids) & set(old) and pids, timeout=30)
+    wait_until(lambda: not any(alive(pid) for pid in old), timeout=30)
+    ran = versions_after(6)
+    assert {version for version, _ in ran} == {"three"}
+    assert {pid for _, pid in ran} <= set(new)
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0
 
 
 def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
