@@ -143,6 +143,8 @@ class Master:
 
     def _watch(self, child: Child) -> None:
         status = child.process.wait()
+        if child in self.retired:
+            self.retired.remove(child)  # reaped: nothing left to signal or wait for
         was_ready = child.ready.is_set()
         if self.stopping or child.retiring or child.candidate:
             return  # expected, or the reload that started it deals with it

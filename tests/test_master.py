@@ -579,6 +579,29 @@ def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
     assert run.wait(30) == 0
 
 
+def test_the_master_forgets_retired_children_once_they_have_exited(make_queue):
+    queue = make_queue("proc_outcome", child_process_count=1, worker_count=2)
+    queue.start()
+    master = queue._runner
+    wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 1, timeout=30)
+    retired = []
+
+    for _ in range(2):
+        master.grow()
+        wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 2, timeout=30)
+        retired.append(master.children[max(master.children)].pid)
+        master.shrink()
+    retired += [child.pid for child in master.children.values()]
+    master.reload()
+
+    wait_until(lambda: not any(alive(pid) for pid in retired), timeout=30)
+    assert len(retired) == 3
+    wait_until(lambda: master.retired == [], timeout=5)
+    [survivor] = master.children.values()
+    assert survivor.pid not in retired
+    assert worker_children(os.getpid()) == [survivor.pid]
+
+
 def test_process_titles_show_the_role_the_queue_and_the_load(
         greenq_run, submitter, r, redis_url, namespace):
     run = greenq_run("proc_sleep.py", "-c", "2", "-w", "10")
