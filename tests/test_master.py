@@ -662,6 +662,37 @@ def test_events_from_children_reach_the_masters_handlers_as_jobs_and_exceptions(
     assert sorted(job.id for job in queue.failed_jobs()) == sorted([bad_id, unknown_id])
 
 
+def test_an_event_holding_values_the_link_cannot_carry_reaches_the_master_with_their_repr(
+        make_queue):
+    queue = make_queue("proc_mutate", "proc_outcome", child_process_count=1, worker_count=1)
+    done, errors = [], []
+    queue.on("job_success", done.append)
+    queue.on("error", errors.append)
+    queue.start()
+    ids = [queue.submit_job("proc.mutate", params={"add": ["exotic"]}),
+           queue.submit_job("proc.mutate", params={"add": ["tuple_key"]}),
+           queue.submit_job("proc.mutate", params={"add": ["exotic", "tuple_key"]}),
+           queue.submit_job("proc.outcome", params={"n": 4})]
+
+    wait_until(lambda: len(done) == 4, timeout=30)
+
+    assert errors == []
+    assert [job.id for job in done] == ids
+    exotic = {
+        "when": "datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)",
+        "big": str(2**70),
+        "tags": "{'a'}",
+        "nested": {"thing": "<Thing 7>", "kept": [1, b"\x00", None, 2.5]},
+        "unprintable": "<Unprintable object; its repr raised RuntimeError>",
+        "lone": "'\\ud800'",
+    }
+    assert done[0].params == {"add": ["exotic"], **exotic}
+    assert done[1].params == {"add": ["tuple_key"], (1, ("a", 2)): "tuple key"}
+    assert done[2].params == {"add": ["exotic", "tuple_key"], **exotic,
+                              (1, ("a", 2)): "tuple key"}
+    assert done[3].params == {"n": 4}
+
+
 def test_children_of_an_embedded_master_import_a_task_module_the_master_found_on_its_sys_path(
         make_queue):
     # tests/ is on this process' sys.path (conftest puts it there), as an
