@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import gevent
 import gevent.event
 import gevent.lock
+import gevent.pool
 import gevent.subprocess
 
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
@@ -31,7 +32,7 @@ BOOT_GRACE = 30.0          # a child must say "ready" within this long
 MAX_BOOT_FAILURES = 5      # children dying before "ready" in a row before the master gives up
 BOOT_BACKOFF = (0.5, 8.0)  # first and longest pause before restarting a child that died at boot
 FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long before SIGKILL
-LAST_WORDS_WAIT = 2.0      # after a child died at boot, how long to wait for the reason it sent
+LINK_DRAIN = 2.0           # after a child exited, how long the master may take to read what it sent
 
 
 class ChildGaveUp(GreenQError):
@@ -73,6 +74,7 @@ class Master:
         self.restarts = 0
         # SIGHUP, SIGTTIN and SIGTTOU each run in their own greenlet: one at a time.
         self._operating = gevent.lock.Semaphore()
+        self._listeners = gevent.pool.Group()  # one per child, until its channel closes
 
     # -- spawning --------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class Master:
             start_new_session=True, close_fds=True)
         theirs.close()
         child = Child(index, process, Link(ours))
-        child.listener = gevent.spawn(self._listen, child)
+        child.listener = self._listeners.spawn(self._listen, child)
         gevent.spawn(self._watch, child)
         log.info("started worker child %d (pid %d)", index, child.pid)
         return child
@@ -131,15 +133,17 @@ class Master:
 
     def _listen(self, child: Child) -> None:
         emit = self.queue.events.emit
-        for message in child.link.receive():
-            kind = message[0]
-            if kind == "event":
-                emit(message[1], decode_payload(message[1], message[2]))
-            elif kind == "ready":
-                child.ready.set()
-            elif kind == "failed":
-                child.boot_error = message[1]
-        child.link.close()
+        try:
+            for message in child.link.receive():
+                kind = message[0]
+                if kind == "event":
+                    emit(message[1], decode_payload(message[1], message[2]))
+                elif kind == "ready":
+                    child.ready.set()
+                elif kind == "failed":
+                    child.boot_error = message[1]
+        finally:
+            child.link.close()
 
     def _watch(self, child: Child) -> None:
         status = child.process.wait()
@@ -222,7 +226,7 @@ class Master:
         status = child.process.poll()
         if status is None:
             return f"was not ready within {BOOT_GRACE:.0f}s"
-        child.listener.join(LAST_WORDS_WAIT)  # the reason it sent comes before the end of the channel
+        child.listener.join(LINK_DRAIN)  # the reason it sent comes before the end of the channel
         if child.boot_error:
             return f"could not start: {child.boot_error}"
         return f"died before it was ready ({describe_status(status)})"
@@ -288,6 +292,12 @@ class Master:
             child.process.kill()
         for child in [*self.children.values(), *self.retired]:
             child.process.wait()
+        # What the children sent before they exited may still be unread:
+        # forward it before the caller stops the event bus.
+        if not self._listeners.join(timeout=LINK_DRAIN):
+            log.warning("a worker child's channel stayed open after it exited (a process it "
+                        "started holds it?); its last events are dropped")
+            self._listeners.kill()
 
 
 def describe_status(status: int) -> str:

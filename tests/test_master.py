@@ -693,6 +693,37 @@ def test_an_event_holding_values_the_link_cannot_carry_reaches_the_master_with_t
     assert done[3].params == {"n": 4}
 
 
+def test_events_children_send_just_before_the_masters_shutdown_all_reach_its_handlers(
+        make_queue, r, redis_url, namespace):
+    queue = make_queue("proc_sleep", child_process_count=2, worker_count=100)
+    succeeded = []
+
+    def slow_handler(job):
+        # The first call holds the hub (as a handler writing to a file, or a
+        # DB driver without gevent support, can) while the children send their
+        # last events and exit: the master reads their links only afterwards.
+        if not succeeded:
+            until = time.perf_counter() + 2.0
+            while time.perf_counter() < until:
+                pass
+        succeeded.append(job.id)
+
+    queue.on("job_success", slow_handler)
+    queue.start()
+    key = namespace + ":rec"
+    ids = queue.submit_jobs([{"task_id": "proc.sleep",
+                              "params": sleep_params(redis_url, key, n, first=0.5)}
+                             for n in range(200)])
+    wait_until(lambda: r.llen(key + ":started") == 200, timeout=30)
+
+    queue.shutdown()
+
+    assert r.llen(key + ":done") == 200
+    assert queue.stats()["active"] == 0 and queue.stats()["pending"] == 0
+    assert len(succeeded) == 200
+    assert sorted(succeeded) == sorted(ids)
+
+
 def test_children_of_an_embedded_master_import_a_task_module_the_master_found_on_its_sys_path(
         make_queue):
     # tests/ is on this process' sys.path (conftest puts it there), as an
