@@ -2,7 +2,7 @@
 
 Child -> master: ("ready", pid), ("event", name, payload), ("failed", reason)
 (it could not start).
-Master -> child: ("subscribe", [event names]).
+Master -> child: ("subscribe", [event names]), ("children", how many there are now).
 A closed channel means the other side is gone.
 
 A task may put anything into its params (they are its own dict), and an

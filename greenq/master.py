@@ -125,9 +125,16 @@ class Master:
     def start(self) -> None:
         if not self.queue.registry.sources:
             raise GreenQError("child processes need tasks registered by module name or file path")
-        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        self._show_count()
         for index in range(1, self.count + 1):
             self.spawn(index)
+
+    def _show_count(self) -> None:
+        """Put the number of children in every process title: the master's,
+        and each child's `worker i/n` (children are told over their link)."""
+        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        for child in self.children.values():
+            child.link.send("children", self.count)
 
     # -- children's messages and deaths ------------------------------------------
 
@@ -235,6 +242,7 @@ class Master:
         with self._operating:
             self.count += 1
             self.spawn(max(self.children, default=0) + 1)
+            self._show_count()
 
     def shrink(self) -> None:
         with self._operating:
@@ -245,6 +253,7 @@ class Master:
             index = max(self.children)
             child = self.children.pop(index)
             self._retire(child)
+            self._show_count()
 
     def _retire(self, child: Child) -> None:
         child.retiring = True

@@ -579,6 +579,30 @@ def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
     assert run.wait(30) == 0
 
 
+def test_after_sigttin_and_sigttou_every_process_title_shows_the_new_number_of_children(
+        greenq_run):
+    run = greenq_run("proc_sleep.py", "-c", "1", "-w", "2")
+    run.wait_ready(1)
+
+    def titles() -> list[str]:
+        return sorted(title(pid) for pid in run.workers())
+
+    run.send(signal.SIGTTIN)
+    run.wait_ready(2)
+    run.send(signal.SIGTTIN)
+    run.wait_ready(3)
+    wait_until(lambda: titles() == [f"greenq: worker {n}/3 [default] 0/2 busy" for n in (1, 2, 3)],
+               timeout=10)
+    assert title(run.pid) == "greenq: master [default] 3 children"
+
+    run.send(signal.SIGTTOU)
+    wait_until(lambda: titles() == [f"greenq: worker {n}/2 [default] 0/2 busy" for n in (1, 2)],
+               timeout=20)
+    assert title(run.pid) == "greenq: master [default] 2 children"
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0
+
+
 def test_the_master_forgets_retired_children_once_they_have_exited(make_queue):
     queue = make_queue("proc_outcome", child_process_count=1, worker_count=2)
     queue.start()
