@@ -20,7 +20,7 @@ import gevent.pool
 import gevent.subprocess
 
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
-from .errors import GreenQError
+from .errors import ChildGaveUp, GreenQError
 from .link import Link, decode_payload
 
 if TYPE_CHECKING:
@@ -35,13 +35,11 @@ FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long befo
 LINK_DRAIN = 2.0           # after a child exited, how long the master may take to read what it sent
 
 
-class ChildGaveUp(GreenQError):
-    """Raised when worker children keep dying before they are ready (a task
-    module that fails to import, Redis refusing them): restarting them would
-    be a fork loop."""
-
-
 class Child:
+    """One worker child process as the master sees it: its process, its link,
+    whether it said "ready", and where it is in its life (serving, a reload's
+    candidate, retiring)."""
+
     def __init__(self, index: int, process: gevent.subprocess.Popen, link: Link) -> None:
         self.index = index
         self.process = process
@@ -61,6 +59,11 @@ class Child:
 
 
 class Master:
+    """Supervises `count` worker children for a GreenQueue started with
+    `child_process_count`: starts them, replaces one that dies (with back-off
+    for deaths at boot, giving up after MAX_BOOT_FAILURES in a row), forwards
+    their events, and answers reload, grow and shrink requests."""
+
     def __init__(self, queue: "GreenQueue") -> None:
         self.queue = queue
         self.count = queue.child_process_count

@@ -240,6 +240,22 @@ def test_children_that_crash_at_import_do_not_fork_loop_and_the_master_exits_wit
     assert not any(alive(pid) for pid in spawned)
 
 
+def test_an_embedded_master_whose_children_keep_dying_at_boot_reports_child_gave_up(make_queue):
+    from greenq.errors import ChildGaveUp, GreenQError
+
+    queue = make_queue("proc_boot_crash", child_process_count=1, worker_count=1)
+    errors = []
+    queue.on("error", errors.append)
+    queue.start()
+
+    wait_until(lambda: queue._runner.failed.is_set(), timeout=60)
+
+    wait_until(lambda: errors, timeout=5)
+    [error] = errors
+    assert isinstance(error, ChildGaveUp) and isinstance(error, GreenQError)
+    assert "5 times in a row before they were ready" in str(error)
+
+
 def test_a_killed_master_leaves_no_orphans_and_its_running_job_goes_back_to_the_queue(
         greenq_run, submitter, r, redis_url, namespace):
     run = greenq_run("proc_sleep.py", "-c", "2", "-w", "2")
