@@ -212,9 +212,11 @@ class Master:
                     why = self._boot(new)
                 finally:
                     self.candidate = None
-                if why is not None:
+                if why is not None or self.stopping:
                     if new.process.poll() is None:
-                        self._retire(new)
+                        self._retire(new)  # stop() waits for it with the other retired ones
+                    if self.stopping:
+                        return
                     failure = GreenQError(f"reload failed: the new worker child {index} {why}; "
                                           "the old children keep running")
                     log.error("%s", failure)
@@ -231,8 +233,6 @@ class Master:
         gevent.wait([child.ready, child.process.result], count=1, timeout=BOOT_GRACE)
         if child.ready.is_set():
             return None
-        if self.stopping:
-            return "was stopped by the shutdown"
         status = child.process.poll()
         if status is None:
             return f"was not ready within {BOOT_GRACE:.0f}s"
@@ -261,7 +261,8 @@ class Master:
     def _retire(self, child: Child) -> None:
         child.retiring = True
         self.retired.append(child)
-        self._signal(child, signal.SIGTERM)
+        if child.terms == 0:  # a second SIGTERM would rush it (stop() may have sent one)
+            self._signal(child, signal.SIGTERM)
 
     # -- stopping ------------------------------------------------------------------
 

@@ -595,6 +595,33 @@ def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
     assert run.wait(30) == 0
 
 
+def test_a_shutdown_during_a_reload_stops_the_booting_replacement_and_reports_no_failure(
+        make_queue, tmp_path, monkeypatch):
+    flag = tmp_path / "slow-boot"
+    monkeypatch.setenv("PROC_SLOW_BOOT_FLAG", str(flag))
+    queue = make_queue("proc_slow_boot", child_process_count=1, worker_count=1)
+    errors = []
+    queue.on("error", errors.append)
+    queue.start()
+    master = queue._runner
+    [old] = wait_until(lambda: worker_children(os.getpid(), ready_only=True), timeout=30)
+    flag.write_text("")
+    reloading = gevent.spawn(master.reload)
+    candidate = wait_until(lambda: master.candidate, timeout=10)
+    wait_until(lambda: title(candidate.pid).endswith("booting"), timeout=10)
+
+    began = time.monotonic()
+    queue.shutdown()
+    took = time.monotonic() - began
+
+    assert took < 15  # the replacement was stopped, not waited for (its import takes 60 s)
+    reloading.join(5)
+    assert reloading.successful()
+    assert errors == []
+    assert not alive(old) and not alive(candidate.pid)
+    assert worker_children(os.getpid()) == []
+
+
 def test_after_sigttin_and_sigttou_every_process_title_shows_the_new_number_of_children(
         greenq_run):
     run = greenq_run("proc_sleep.py", "-c", "1", "-w", "2")
