@@ -42,8 +42,12 @@ def main() -> None:
     logging.basicConfig(level=config["log_level"], stream=sys.stderr,
                         format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     link = Link(socket.socket(fileno=config["fd"]))
-    title = f"greenq: worker {config['index']}/{config['children']} [{config['queue_id']}]"
-    set_title(title + " booting")
+    children = config["children"]  # SIGTTIN/SIGTTOU change it; the master tells us
+
+    def title(state: str) -> None:
+        set_title(f"greenq: worker {config['index']}/{children} [{config['queue_id']}] {state}")
+
+    title("booting")
     from .queue import GreenQueue
 
     try:
@@ -60,8 +64,9 @@ def main() -> None:
             queue.on(event, lambda payload, event=event: event in subscribed and link.send(
                 "event", event, encode_payload(event, payload)))
         queue.start()
-    except Exception:
+    except Exception as exc:
         log.exception("worker child could not start")
+        link.send("failed", f"{type(exc).__name__}: {exc}")  # the master's one line on why
         sys.exit(BOOT_FAILURE)
 
     from .runner import keep_running_through_stray_exits
@@ -78,11 +83,20 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, on_signal, signum)
 
+    def show_load() -> None:
+        worker = queue._runner
+        title(f"{len(worker.running)}/{worker.worker_count} busy")
+
     def listen() -> None:
+        nonlocal children
         for message in link.receive():
             if message[0] == "subscribe":
                 subscribed.clear()
                 subscribed.update(message[1])
+            elif message[0] == "children":
+                children = message[1]
+                if not stop.is_set():
+                    show_load()
         signals.append("master gone")  # channel closed: the master died
         stop.set()
 
@@ -92,10 +106,9 @@ def main() -> None:
         if os.getppid() != master:
             signals.append("master gone")
             stop.set()
-        worker = queue._runner
-        set_title(f"{title} {len(worker.running)}/{worker.worker_count} busy")
+        show_load()
 
-    set_title(title + " stopping")
+    title("stopping")
     hurry = signals[0] == "master gone"
     shutting = gevent.spawn(queue.shutdown, 0 if hurry else None)
     while not shutting.ready():

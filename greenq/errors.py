@@ -47,6 +47,12 @@ class BrokerError(GreenQError):
     something greenq does not understand."""
 
 
+class ChildGaveUp(GreenQError):
+    """Raised (as an `error` event, and `greenq run` exits with status 3) when
+    worker children keep dying before they are ready (a task module that fails
+    to import, Redis refusing them): restarting them would be a fork loop."""
+
+
 class WorkerShutdown(BaseException):
     """Thrown into a job's greenlet when a shutdown gives it back to the queue.
     A BaseException, so a task's `except Exception` cannot swallow it."""

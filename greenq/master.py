@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
+import gevent.lock
+import gevent.pool
 import gevent.subprocess
 
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
-from .errors import GreenQError
+from .errors import ChildGaveUp, GreenQError
 from .link import Link, decode_payload
 
 if TYPE_CHECKING:
@@ -30,21 +32,25 @@ BOOT_GRACE = 30.0          # a child must say "ready" within this long
 MAX_BOOT_FAILURES = 5      # children dying before "ready" in a row before the master gives up
 BOOT_BACKOFF = (0.5, 8.0)  # first and longest pause before restarting a child that died at boot
 FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long before SIGKILL
-
-
-class ChildGaveUp(GreenQError):
-    """Raised when worker children keep dying before they are ready (a task
-    module that fails to import, Redis refusing them): restarting them would
-    be a fork loop."""
+LINK_DRAIN = 2.0           # after a child exited, how long the master may take to read what it sent
 
 
 class Child:
+    """One worker child process as the master sees it: its process, its link,
+    whether it said "ready", and where it is in its life (serving, a reload's
+    candidate, retiring)."""
+
     def __init__(self, index: int, process: gevent.subprocess.Popen, link: Link) -> None:
         self.index = index
         self.process = process
         self.link = link
         self.ready = gevent.event.Event()
         self.retiring = False
+        # A reload's replacement until it is ready: its death is the reload's
+        # failure, not a crash to restart.
+        self.candidate = False
+        self.boot_error: str | None = None  # why it could not start, as it told us
+        self.listener: gevent.Greenlet | None = None
         self.terms = 0  # SIGTERMs sent: the first asks for a graceful stop, the next rushes it
 
     @property
@@ -53,16 +59,25 @@ class Child:
 
 
 class Master:
+    """Supervises `count` worker children for a GreenQueue started with
+    `child_process_count`: starts them, replaces one that dies (with back-off
+    for deaths at boot, giving up after MAX_BOOT_FAILURES in a row), forwards
+    their events, and answers reload, grow and shrink requests."""
+
     def __init__(self, queue: "GreenQueue") -> None:
         self.queue = queue
         self.count = queue.child_process_count
         self.children: dict[int, Child] = {}
         self.retired: list[Child] = []
+        self.candidate: Child | None = None  # a reload's replacement while it boots
         self.stopping = False
         self.failure: ChildGaveUp | None = None
         self.failed = gevent.event.Event()
         self._boot_failures = 0
         self.restarts = 0
+        # SIGHUP, SIGTTIN and SIGTTOU each run in their own greenlet: one at a time.
+        self._operating = gevent.lock.Semaphore()
+        self._listeners = gevent.pool.Group()  # one per child, until its channel closes
 
     # -- spawning --------------------------------------------------------------
 
@@ -89,6 +104,12 @@ class Master:
             child.link.send("subscribe", self.subscriptions())
 
     def spawn(self, index: int) -> Child:
+        child = self._launch(index)
+        self.children[index] = child
+        return child
+
+    def _launch(self, index: int) -> Child:
+        """Start a child process for `index`, and the greenlets that follow it."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env[CONFIG_ENV] = json.dumps(self._config(index, theirs.fileno()))
@@ -99,8 +120,7 @@ class Master:
             start_new_session=True, close_fds=True)
         theirs.close()
         child = Child(index, process, Link(ours))
-        self.children[index] = child
-        gevent.spawn(self._listen, child)
+        child.listener = self._listeners.spawn(self._listen, child)
         gevent.spawn(self._watch, child)
         log.info("started worker child %d (pid %d)", index, child.pid)
         return child
@@ -108,27 +128,40 @@ class Master:
     def start(self) -> None:
         if not self.queue.registry.sources:
             raise GreenQError("child processes need tasks registered by module name or file path")
-        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        self._show_count()
         for index in range(1, self.count + 1):
             self.spawn(index)
+
+    def _show_count(self) -> None:
+        """Put the number of children in every process title: the master's,
+        and each child's `worker i/n` (children are told over their link)."""
+        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        for child in self.children.values():
+            child.link.send("children", self.count)
 
     # -- children's messages and deaths ------------------------------------------
 
     def _listen(self, child: Child) -> None:
         emit = self.queue.events.emit
-        for message in child.link.receive():
-            kind = message[0]
-            if kind == "event":
-                emit(message[1], decode_payload(message[1], message[2]))
-            elif kind == "ready":
-                child.ready.set()
-        child.link.close()
+        try:
+            for message in child.link.receive():
+                kind = message[0]
+                if kind == "event":
+                    emit(message[1], decode_payload(message[1], message[2]))
+                elif kind == "ready":
+                    child.ready.set()
+                elif kind == "failed":
+                    child.boot_error = message[1]
+        finally:
+            child.link.close()
 
     def _watch(self, child: Child) -> None:
         status = child.process.wait()
+        if child in self.retired:
+            self.retired.remove(child)  # reaped: nothing left to signal or wait for
         was_ready = child.ready.is_set()
-        if self.stopping or child.retiring:
-            return
+        if self.stopping or child.retiring or child.candidate:
+            return  # expected, or the reload that started it deals with it
         if self.children.get(child.index) is child:
             del self.children[child.index]
         exitcode, signum = (None, -status) if status < 0 else (status, None)
@@ -165,39 +198,71 @@ class Master:
 
     def reload(self) -> None:
         """Replace children one by one, each new one ready before its old one
-        stops gracefully: no job is dropped and task modules are re-imported."""
-        for index in sorted(self.children):
-            old = self.children[index]
-            old.retiring = True
-            new = self.spawn(index)
-            deadline = time.monotonic() + BOOT_GRACE
-            while not new.ready.wait(0.1) and new.process.poll() is None \
-                    and time.monotonic() < deadline:
-                pass
-            if not new.ready.is_set():
-                log.error("replacement for worker child %d not ready; keeping the old one", index)
-                old.retiring = False
-                continue
-            self._retire(old)
+        stops gracefully: no job is dropped and task modules are re-imported.
+        A replacement that cannot start (broken task code) ends the reload:
+        the old children keep serving, and one `error` event says why."""
+        with self._operating:
+            for index in sorted(self.children):
+                if self.stopping:
+                    return
+                new = self._launch(index)
+                new.candidate = True
+                self.candidate = new
+                try:
+                    why = self._boot(new)
+                finally:
+                    self.candidate = None
+                if why is not None or self.stopping:
+                    if new.process.poll() is None:
+                        self._retire(new)  # stop() waits for it with the other retired ones
+                    if self.stopping:
+                        return
+                    failure = GreenQError(f"reload failed: the new worker child {index} {why}; "
+                                          "the old children keep running")
+                    log.error("%s", failure)
+                    self.queue.events.emit("error", failure)
+                    return
+                new.candidate = False
+                old = self.children.get(index)  # gone if it died meanwhile
+                self.children[index] = new
+                if old is not None:
+                    self._retire(old)
+
+    def _boot(self, child: Child) -> str | None:
+        """Wait for `child` to be ready; None when it is, else why it is not."""
+        gevent.wait([child.ready, child.process.result], count=1, timeout=BOOT_GRACE)
+        if child.ready.is_set():
+            return None
+        status = child.process.poll()
+        if status is None:
+            return f"was not ready within {BOOT_GRACE:.0f}s"
+        child.listener.join(LINK_DRAIN)  # the reason it sent comes before the end of the channel
+        if child.boot_error:
+            return f"could not start: {child.boot_error}"
+        return f"died before it was ready ({describe_status(status)})"
 
     def grow(self) -> None:
-        self.count += 1
-        self.spawn(max(self.children, default=0) + 1)
+        with self._operating:
+            self.count += 1
+            self.spawn(max(self.children, default=0) + 1)
+            self._show_count()
 
     def shrink(self) -> None:
-        if self.count <= 1:
-            log.warning("SIGTTOU ignored: keeping the last worker child")
-            return
-        self.count -= 1
-        index = max(self.children)
-        child = self.children.pop(index)
-        child.retiring = True
-        self._retire(child)
+        with self._operating:
+            if self.count <= 1:
+                log.warning("SIGTTOU ignored: keeping the last worker child")
+                return
+            self.count -= 1
+            index = max(self.children)
+            child = self.children.pop(index)
+            self._retire(child)
+            self._show_count()
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
         self.retired.append(child)
-        self._signal(child, signal.SIGTERM)
+        if child.terms == 0:  # a second SIGTERM would rush it (stop() may have sent one)
+            self._signal(child, signal.SIGTERM)
 
     # -- stopping ------------------------------------------------------------------
 
@@ -211,7 +276,10 @@ class Master:
             pass
 
     def _alive(self) -> list[Child]:
-        return [c for c in [*self.children.values(), *self.retired] if c.process.poll() is None]
+        tracked = [*self.children.values(), *self.retired]
+        if self.candidate is not None:
+            tracked.append(self.candidate)
+        return [c for c in tracked if c.process.poll() is None]
 
     def hurry(self) -> None:
         """Second signal: children give running jobs back and exit now."""
@@ -237,3 +305,14 @@ class Master:
             child.process.kill()
         for child in [*self.children.values(), *self.retired]:
             child.process.wait()
+        # What the children sent before they exited may still be unread:
+        # forward it before the caller stops the event bus.
+        if not self._listeners.join(timeout=LINK_DRAIN):
+            log.warning("a worker child's channel stayed open after it exited (a process it "
+                        "started holds it?); its last events are dropped")
+            self._listeners.kill()
+
+
+def describe_status(status: int) -> str:
+    """A Popen return code in words: `exit status 3`, `signal 9`."""
+    return f"signal {-status}" if status < 0 else f"exit status {status}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import gevent
 import pytest
 
 import greenq
@@ -237,6 +238,22 @@ def test_children_that_crash_at_import_do_not_fork_loop_and_the_master_exits_wit
     assert "in a row before they were ready" in stop_lines[0]
     assert f"(last: {last})" in stop_lines[0]
     assert not any(alive(pid) for pid in spawned)
+
+
+def test_an_embedded_master_whose_children_keep_dying_at_boot_reports_child_gave_up(make_queue):
+    from greenq.errors import ChildGaveUp, GreenQError
+
+    queue = make_queue("proc_boot_crash", child_process_count=1, worker_count=1)
+    errors = []
+    queue.on("error", errors.append)
+    queue.start()
+
+    wait_until(lambda: queue._runner.failed.is_set(), timeout=60)
+
+    wait_until(lambda: errors, timeout=5)
+    [error] = errors
+    assert isinstance(error, ChildGaveUp) and isinstance(error, GreenQError)
+    assert "5 times in a row before they were ready" in str(error)
 
 
 def test_a_killed_master_leaves_no_orphans_and_its_running_job_goes_back_to_the_queue(
@@ -481,6 +498,70 @@ def test_sighup_replaces_the_children_and_every_job_completes_exactly_once(
     assert_queue_empty(r, prefix_of(namespace))
 
 
+RELOAD_TASK = """\
+import os
+
+import redis
+
+id = "reload.probe"
+timeout = 1.0
+VERSION = {version!r}
+
+
+def perform(params):
+    client = redis.Redis.from_url(params["url"])
+    client.rpush(params["key"], f"{{VERSION}} {{os.getpid()}}")
+    client.close()
+"""
+
+
+def test_a_sighup_with_broken_task_code_keeps_the_old_children_and_a_later_one_with_fixed_code_succeeds(
+        greenq_run, tmp_path, submitter, r, redis_url, namespace):
+    tasks = tmp_path / "reload_tasks.py"
+    tasks.write_text(RELOAD_TASK.format(version="one"))
+    run = greenq_run(str(tasks), "-c", "2", "-w", "2")
+    old = run.wait_ready(2)
+    key = namespace + ":versions"
+
+    def versions_after(n: int) -> list[tuple[str, int]]:
+        submitter.submit_jobs([{"task_id": "reload.probe", "params": {"url": redis_url, "key": key}}
+                               for _ in range(n)])
+        entries = wait_until(lambda: (got := r.lrange(key, 0, -1)) and len(got) == n and got,
+                             timeout=30)
+        r.delete(key)
+        return [(version, int(pid)) for version, pid in (e.decode().split() for e in entries)]
+
+    assert {version for version, _ in versions_after(4)} == {"one"}
+
+    tasks.write_text(RELOAD_TASK.format(version="two") + "def broken(:\n")
+    run.send(signal.SIGHUP)
+    wait_until(lambda: "reload failed" in run.log() or run.process.poll() is not None, timeout=30)
+    gevent.sleep(3)  # a restart loop would have forked again and again by now
+
+    assert run.process.poll() is None, run.log()
+    assert run.workers() == old
+    log = run.log()
+    failures = [line for line in log.splitlines() if "reload failed" in line and " ERROR " in line]
+    assert len(failures) == 1, log
+    assert "SyntaxError" in failures[0] and "old children keep running" in failures[0]
+    assert log.count("started worker child") == 3  # two at start, one replacement tried
+    assert ") died (" not in log
+    ran = versions_after(6)
+    assert {version for version, _ in ran} == {"one"}
+    assert {pid for _, pid in ran} <= set(old)
+
+    tasks.write_text(RELOAD_TASK.format(version="three"))
+    run.send(signal.SIGHUP)
+    new = wait_until(lambda: (pids := worker_children(run.pid, ready_only=True)) and len(pids) == 2
+                     and not set(pids) & set(old) and pids, timeout=30)
+    wait_until(lambda: not any(alive(pid) for pid in old), timeout=30)
+    ran = versions_after(6)
+    assert {version for version, _ in ran} == {"three"}
+    assert {pid for _, pid in ran} <= set(new)
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0
+
+
 def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
         greenq_run, submitter, r, redis_url, namespace):
     run = greenq_run("proc_sleep.py", "-c", "1", "-w", "2")
@@ -512,6 +593,80 @@ def test_sigttin_adds_a_child_and_sigttou_removes_one_but_never_the_last(
     assert ") died (" not in run.log()
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
+
+
+def test_a_shutdown_during_a_reload_stops_the_booting_replacement_and_reports_no_failure(
+        make_queue, tmp_path, monkeypatch):
+    flag = tmp_path / "slow-boot"
+    monkeypatch.setenv("PROC_SLOW_BOOT_FLAG", str(flag))
+    queue = make_queue("proc_slow_boot", child_process_count=1, worker_count=1)
+    errors = []
+    queue.on("error", errors.append)
+    queue.start()
+    master = queue._runner
+    [old] = wait_until(lambda: worker_children(os.getpid(), ready_only=True), timeout=30)
+    flag.write_text("")
+    reloading = gevent.spawn(master.reload)
+    candidate = wait_until(lambda: master.candidate, timeout=10)
+    wait_until(lambda: title(candidate.pid).endswith("booting"), timeout=10)
+
+    began = time.monotonic()
+    queue.shutdown()
+    took = time.monotonic() - began
+
+    assert took < 15  # the replacement was stopped, not waited for (its import takes 60 s)
+    reloading.join(5)
+    assert reloading.successful()
+    assert errors == []
+    assert not alive(old) and not alive(candidate.pid)
+    assert worker_children(os.getpid()) == []
+
+
+def test_after_sigttin_and_sigttou_every_process_title_shows_the_new_number_of_children(
+        greenq_run):
+    run = greenq_run("proc_sleep.py", "-c", "1", "-w", "2")
+    run.wait_ready(1)
+
+    def titles() -> list[str]:
+        return sorted(title(pid) for pid in run.workers())
+
+    run.send(signal.SIGTTIN)
+    run.wait_ready(2)
+    run.send(signal.SIGTTIN)
+    run.wait_ready(3)
+    wait_until(lambda: titles() == [f"greenq: worker {n}/3 [default] 0/2 busy" for n in (1, 2, 3)],
+               timeout=10)
+    assert title(run.pid) == "greenq: master [default] 3 children"
+
+    run.send(signal.SIGTTOU)
+    wait_until(lambda: titles() == [f"greenq: worker {n}/2 [default] 0/2 busy" for n in (1, 2)],
+               timeout=20)
+    assert title(run.pid) == "greenq: master [default] 2 children"
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0
+
+
+def test_the_master_forgets_retired_children_once_they_have_exited(make_queue):
+    queue = make_queue("proc_outcome", child_process_count=1, worker_count=2)
+    queue.start()
+    master = queue._runner
+    wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 1, timeout=30)
+    retired = []
+
+    for _ in range(2):
+        master.grow()
+        wait_until(lambda: len(worker_children(os.getpid(), ready_only=True)) == 2, timeout=30)
+        retired.append(master.children[max(master.children)].pid)
+        master.shrink()
+    retired += [child.pid for child in master.children.values()]
+    master.reload()
+
+    wait_until(lambda: not any(alive(pid) for pid in retired), timeout=30)
+    assert len(retired) == 3
+    wait_until(lambda: master.retired == [], timeout=5)
+    [survivor] = master.children.values()
+    assert survivor.pid not in retired
+    assert worker_children(os.getpid()) == [survivor.pid]
 
 
 def test_process_titles_show_the_role_the_queue_and_the_load(
@@ -572,6 +727,68 @@ def test_events_from_children_reach_the_masters_handlers_as_jobs_and_exceptions(
     assert len(unknown_errors) == 1
     assert unknown_id in str(unknown_errors[0]) and "proc.unknown" in str(unknown_errors[0])
     assert sorted(job.id for job in queue.failed_jobs()) == sorted([bad_id, unknown_id])
+
+
+def test_an_event_holding_values_the_link_cannot_carry_reaches_the_master_with_their_repr(
+        make_queue):
+    queue = make_queue("proc_mutate", "proc_outcome", child_process_count=1, worker_count=1)
+    done, errors = [], []
+    queue.on("job_success", done.append)
+    queue.on("error", errors.append)
+    queue.start()
+    ids = [queue.submit_job("proc.mutate", params={"add": ["exotic"]}),
+           queue.submit_job("proc.mutate", params={"add": ["tuple_key"]}),
+           queue.submit_job("proc.mutate", params={"add": ["exotic", "tuple_key"]}),
+           queue.submit_job("proc.outcome", params={"n": 4})]
+
+    wait_until(lambda: len(done) == 4, timeout=30)
+
+    assert errors == []
+    assert [job.id for job in done] == ids
+    exotic = {
+        "when": "datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)",
+        "big": str(2**70),
+        "tags": "{'a'}",
+        "nested": {"thing": "<Thing 7>", "kept": [1, b"\x00", None, 2.5]},
+        "unprintable": "<Unprintable object; its repr raised RuntimeError>",
+        "lone": "'\\ud800'",
+    }
+    assert done[0].params == {"add": ["exotic"], **exotic}
+    assert done[1].params == {"add": ["tuple_key"], (1, ("a", 2)): "tuple key"}
+    assert done[2].params == {"add": ["exotic", "tuple_key"], **exotic,
+                              (1, ("a", 2)): "tuple key"}
+    assert done[3].params == {"n": 4}
+
+
+def test_events_children_send_just_before_the_masters_shutdown_all_reach_its_handlers(
+        make_queue, r, redis_url, namespace):
+    queue = make_queue("proc_sleep", child_process_count=2, worker_count=100)
+    succeeded = []
+
+    def slow_handler(job):
+        # The first call holds the hub (as a handler writing to a file, or a
+        # DB driver without gevent support, can) while the children send their
+        # last events and exit: the master reads their links only afterwards.
+        if not succeeded:
+            until = time.perf_counter() + 2.0
+            while time.perf_counter() < until:
+                pass
+        succeeded.append(job.id)
+
+    queue.on("job_success", slow_handler)
+    queue.start()
+    key = namespace + ":rec"
+    ids = queue.submit_jobs([{"task_id": "proc.sleep",
+                              "params": sleep_params(redis_url, key, n, first=0.5)}
+                             for n in range(200)])
+    wait_until(lambda: r.llen(key + ":started") == 200, timeout=30)
+
+    queue.shutdown()
+
+    assert r.llen(key + ":done") == 200
+    assert queue.stats()["active"] == 0 and queue.stats()["pending"] == 0
+    assert len(succeeded) == 200
+    assert sorted(succeeded) == sorted(ids)
 
 
 def test_children_of_an_embedded_master_import_a_task_module_the_master_found_on_its_sys_path(
