@@ -20,6 +20,7 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 
+from .errors import TaskDefinitionError  # noqa: E402
 from .link import Link, encode_payload  # noqa: E402
 
 log = logging.getLogger("greenq.child")
@@ -64,6 +65,10 @@ def main() -> None:
             queue.on(event, lambda payload, event=event: event in subscribed and link.send(
                 "event", event, encode_payload(event, payload)))
         queue.start()
+    except TaskDefinitionError as exc:  # already one line naming the file and line
+        log.error("worker child could not start: %s", exc)
+        link.send("failed", f"{type(exc).__name__}: {exc}")
+        sys.exit(BOOT_FAILURE)
     except Exception as exc:
         log.exception("worker child could not start")
         link.send("failed", f"{type(exc).__name__}: {exc}")  # the master's one line on why

@@ -544,6 +544,10 @@ def test_a_sighup_with_broken_task_code_keeps_the_old_children_and_a_later_one_w
     failures = [line for line in log.splitlines() if "reload failed" in line and " ERROR " in line]
     assert len(failures) == 1, log
     assert "SyntaxError" in failures[0] and "old children keep running" in failures[0]
+    # The replacement says why in one line (file and line), not a traceback.
+    assert "Traceback" not in log
+    assert any("worker child could not start: cannot load task file" in line
+               and "reload_tasks.py, line 14" in line for line in log.splitlines()), log
     assert log.count("started worker child") == 3  # two at start, one replacement tried
     assert ") died (" not in log
     ran = versions_after(6)
