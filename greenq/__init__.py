@@ -7,9 +7,9 @@ before gevent has had the chance to patch them.
 
 from typing import TYPE_CHECKING
 
-from .errors import (BrokerError, GreenQError, JobDecodeError, LeaseLostError, NotPatchedError,
-                     ParamsError, StateError, TaskDefinitionError, UnknownTaskError,
-                     TimeLimitExceeded, WorkerShutdown)
+from .errors import (BrokerError, ChildGaveUp, GreenQError, JobDecodeError, LeaseLostError,
+                     LoopCrashedError, NotPatchedError, ParamsError, StateError,
+                     TaskDefinitionError, TimeLimitExceeded, UnknownTaskError, WorkerShutdown)
 from .job import Job
 from .registry import task
 
@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = ["GreenQueue", "task", "Job", "GreenQError", "TaskDefinitionError", "ParamsError",
            "JobDecodeError", "UnknownTaskError", "LeaseLostError", "NotPatchedError",
-           "StateError", "BrokerError", "TimeLimitExceeded", "WorkerShutdown", "__version__"]
+           "StateError", "BrokerError", "ChildGaveUp", "LoopCrashedError", "TimeLimitExceeded",
+           "WorkerShutdown", "__version__"]
 
 
 def __getattr__(name: str):
