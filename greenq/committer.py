@@ -231,8 +231,7 @@ class Committer:
     def _lost(self, job: Job, code: int, what: str) -> None:
         self._resending.discard(job.id)
         self.emit("error", LeaseLostError(
-            f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}; "
-            "nothing was changed in Redis"))
+            f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
         for job, code in zip(jobs, codes):

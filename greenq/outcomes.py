@@ -17,6 +17,10 @@ class Outcome(IntEnum):
     RETRIED = 2      # fail.lua only: queued again with one retry fewer
 
     def why_lost(self) -> str:
-        """Why a LEASE_LOST or NO_RECORD finish changed nothing, for the error event."""
-        return "its record is gone" if self is Outcome.NO_RECORD \
-            else "its lease was taken away by a stale flush"
+        """What a LEASE_LOST or NO_RECORD finish did, for the error event."""
+        if self is Outcome.NO_RECORD:
+            # The script passes on a resource the vanished record held
+            # (include/release.lua release_vanished), and changes nothing else.
+            return ("its record is gone (evicted or deleted); the resource it held, if any, "
+                    "passed to the next job")
+        return "its lease was taken away by a stale flush; nothing was changed in Redis"
