@@ -88,6 +88,11 @@ def _one_line_errors(command, *args, **kwargs):
         sys.exit(EXIT_RUNTIME)
 
 
+def count(number: int, noun: str) -> str:
+    """"1 job", "2 jobs": a count with its noun."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def make_queue(redis_url, namespace, queue_id, **kwargs):
     from .queue import GreenQueue
 
@@ -182,41 +187,69 @@ def failed():
 @failed.command("list")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Each job's whole traceback, not only the error's last line.")
 @common_options
-def failed_list(limit, as_json, redis_url, namespace, queue_id):
+def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
     """Failed jobs, oldest first."""
-    for job in make_queue(redis_url, namespace, queue_id).failed_jobs(limit):
+    jobs = make_queue(redis_url, namespace, queue_id).failed_jobs(limit)
+    if not jobs and not as_json:
+        click.echo("no failed jobs")
+    for job in jobs:
         if as_json:
             params = job.params if not isinstance(job.params, bytes) else repr(job.params)
             click.echo(json.dumps({"id": job.id, "task_id": job.task_id,
                                    "resource_id": job.resource_id, "params": params,
                                    "retries": job.retries, "attempts": job.attempts,
                                    "error": job.error}, default=repr))
+            continue
+        error = (job.error or "").strip().splitlines()
+        header = f"{job.id}  {job.task_id}  resource={job.resource_id}  attempts={job.attempts}"
+        if verbose:
+            click.echo(header)
+            for line in error:
+                click.echo("    " + line)
         else:
-            last_line = (job.error or "").strip().splitlines()[-1:] or [""]
-            click.echo(f"{job.id}  {job.task_id}  resource={job.resource_id}  "
-                       f"attempts={job.attempts}  {last_line[0]}")
+            click.echo(f"{header}  {error[-1] if error else ''}")
 
 
 @failed.command("retry")
 @common_options
 def failed_retry(redis_url, namespace, queue_id):
     """Move every failed job back to the queue."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).retry_failed_jobs()} jobs retried")
+    retried = make_queue(redis_url, namespace, queue_id).retry_failed_jobs()
+    click.echo(f"{count(retried, 'job')} retried")
 
 
 @failed.command("delete")
+@click.option("-y", "--yes", is_flag=True,
+              help="Delete without asking (needed when no terminal is attached).")
 @common_options
-def failed_delete(redis_url, namespace, queue_id):
-    """Delete every failed job."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).delete_failed_jobs()} jobs deleted")
+def failed_delete(yes, redis_url, namespace, queue_id):
+    """Delete every failed job, after a yes at the terminal (or --yes)."""
+    if not yes and not sys.stdin.isatty():
+        click.echo("greenq: failed delete deletes every failed job and no terminal is attached "
+                   "to ask: give --yes", err=True)
+        sys.exit(EXIT_USAGE)
+    queue = make_queue(redis_url, namespace, queue_id)
+    if not yes:
+        failed_now = queue.stats()["failed"]
+        if failed_now == 0:
+            click.echo("no failed jobs")
+            return
+        if not click.confirm(f"Delete the {count(failed_now, 'failed job')} of queue "
+                             f"{queue_id!r} in namespace {namespace!r}?", err=True):
+            click.echo("greenq: nothing deleted", err=True)
+            sys.exit(EXIT_RUNTIME)
+    click.echo(f"{count(queue.delete_failed_jobs(), 'job')} deleted")
 
 
 @main.command("flush-stale")
 @common_options
 def flush_stale(redis_url, namespace, queue_id):
     """Reclaim jobs whose process stopped heartbeating (retry or fail them)."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()} stale jobs flushed")
+    flushed = make_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()
+    click.echo(f"{count(flushed, 'stale job')} flushed")
 
 
 @main.command()

@@ -1,0 +1,181 @@
+"""The `greenq` command as an operator meets it (issue 12): the failed queue's
+safety and wording, params from a file, a queue that was never used, where
+the common options come from, containers (waiting for Redis, a bounded
+graceful stop, Ctrl-C), and help texts. Real `greenq` subprocesses against
+the private redis-server, as in tests/test_cli.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import TASKS, wait_until
+from test_cli import GREENQ, clean_env, fail_jobs, greenq, one_line_error, prefix_of
+
+
+@pytest.fixture
+def common(redis_url, namespace) -> list[str]:
+    return ["--redis-url", redis_url, "--namespace", namespace]
+
+
+def on_a_terminal(args: list[str], answer: str | None, timeout: float = 30) -> tuple[int, str]:
+    """Run `greenq ARGS` with stdin, stdout and stderr on a pseudo-terminal;
+    type `answer` once it has asked (a line ending in "]: "). Returns the
+    exit status and everything it wrote."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(GREENQ + args, stdin=slave, stdout=slave, stderr=slave,
+                               env=clean_env())
+    os.close(slave)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if answer is not None and not answered and output.rstrip(b" ").endswith(b"]:"):
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if not ready and process.poll() is not None:
+                break
+        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+    return status, output.decode(errors="replace").replace("\r\n", "\n")
+
+
+# -- 7. the failed queue -----------------------------------------------------------
+
+
+def test_failed_delete_without_a_terminal_or_yes_refuses_in_one_line_with_status_2(
+        common, make_queue, r, namespace):
+    ids = fail_jobs(make_queue, 2)
+
+    result = greenq("failed", "delete", *common)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    line = one_line_error(result)
+    assert "--yes" in line and "terminal" in line
+    assert r.lrange(prefix_of(namespace) + "failed", 0, -1) == [i.encode() for i in ids]
+
+
+def test_failed_delete_with_yes_deletes_without_asking(common, make_queue, r, namespace):
+    fail_jobs(make_queue, 2)
+
+    result = greenq("failed", "delete", "--yes", *common)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 jobs deleted\n"
+    assert r.llen(prefix_of(namespace) + "failed") == 0
+
+
+@pytest.mark.parametrize("answer, deleted", [("y", True), ("n", False)])
+def test_failed_delete_on_a_terminal_asks_first_and_deletes_only_on_yes(
+        common, make_queue, r, namespace, answer, deleted):
+    ids = fail_jobs(make_queue, 3)
+
+    status, output = on_a_terminal(["failed", "delete", *common], answer)
+
+    assert "Delete the 3 failed jobs" in output and namespace in output
+    failed = r.lrange(prefix_of(namespace) + "failed", 0, -1)
+    if deleted:
+        assert status == 0, output
+        assert "3 jobs deleted" in output
+        assert failed == []
+    else:
+        assert status == 1, output
+        assert "nothing deleted" in output
+        assert failed == [i.encode() for i in ids]
+    assert "Traceback" not in output and "Aborted!" not in output
+
+
+def test_failed_delete_on_a_terminal_with_no_failed_job_asks_nothing(common, make_queue):
+    make_queue().submit_job("proc.outcome")  # a queue in use, with no failed job
+
+    status, output = on_a_terminal(["failed", "delete", *common], answer=None)
+
+    assert status == 0
+    assert output.strip() == "no failed jobs"
+
+
+def test_failed_list_of_an_empty_failed_queue_says_no_failed_jobs(common, make_queue):
+    make_queue().submit_job("proc.outcome")
+
+    text = greenq("failed", "list", *common)
+    as_json = greenq("failed", "list", "--json", *common)
+
+    assert text.returncode == 0 and as_json.returncode == 0
+    assert text.stdout == "no failed jobs\n"
+    assert as_json.stdout == ""  # zero JSON lines: nothing for a script to skip
+
+
+def test_counts_of_one_say_job_not_jobs_in_retry_and_delete(common, make_queue):
+    fail_jobs(make_queue, 1)
+    assert greenq("failed", "retry", *common).stdout == "1 job retried\n"
+    assert greenq("failed", "retry", *common).stdout == "0 jobs retried\n"
+
+
+def test_a_count_of_one_says_job_in_delete(common, make_queue):
+    fail_jobs(make_queue, 1)
+    assert greenq("failed", "delete", "--yes", *common).stdout == "1 job deleted\n"
+
+
+def test_a_count_of_one_says_stale_job_in_flush_stale(common, make_queue, r, redis_url, namespace,
+                                                       tmp_path):
+    key = namespace + ":rec"
+    make_queue().submit_job("proc.sleep", params={"url": redis_url, "key": key, "first": 60})
+    with open(tmp_path / "run.log", "wb") as log:
+        worker = subprocess.Popen(GREENQ + ["run", os.path.join(TASKS, "proc_sleep.py"), *common],
+                                  stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        wait_until(lambda: r.llen(key + ":started") == 1, timeout=30)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    outputs = []
+
+    def flushed():
+        outputs.append(greenq("flush-stale", *common).stdout)
+        return outputs[-1] != "0 stale jobs flushed\n"
+
+    wait_until(flushed, timeout=20, interval=0.2)
+    assert outputs[-1] == "1 stale job flushed\n"
+
+
+def test_failed_list_shows_the_errors_last_line_and_with_verbose_the_whole_traceback(
+        common, make_queue):
+    [job_id] = fail_jobs(make_queue, 1)
+
+    short = greenq("failed", "list", *common)
+    verbose = greenq("failed", "list", "--verbose", *common)
+
+    assert short.returncode == 0 and verbose.returncode == 0
+    [line] = short.stdout.splitlines()
+    assert line.startswith(job_id) and line.endswith("ValueError: asked to fail: no 0")
+    assert "Traceback" not in short.stdout
+    lines = verbose.stdout.splitlines()
+    assert lines[0].startswith(job_id) and "proc.outcome" in lines[0]
+    assert lines[1].strip() == "Traceback (most recent call last):"
+    assert all(line.startswith("    ") for line in lines[1:] if line)
+    assert 'raise ValueError(f"asked to fail' in verbose.stdout
+    assert lines[-1].strip() == "ValueError: asked to fail: no 0"
