@@ -148,20 +148,37 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
     sys.exit(run_until_signalled(queue))
 
 
+def _params(argument: str):
+    """--params: JSON, or @FILE / - (stdin) holding JSON, as curl's -d takes."""
+    where = "--params"
+    if argument == "-":
+        where, argument = "--params - (stdin)", sys.stdin.read()
+    elif argument.startswith("@"):
+        where, path = f"--params {argument}", argument[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                argument = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParamsError(f"--params: cannot read {path}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return json.loads(argument)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{where} is not valid JSON: {exc}") from None
+
+
 @main.command()
 @click.argument("task_id")
 @click.option("--resource", default=None, help="Resource id: its jobs run one at a time, in order.")
-@click.option("--params", default="null", show_default=True, help="Params as JSON.")
+@click.option("--params", default="null", show_default=True,
+              help="Params as JSON, or @FILE to read them from a file, or - from stdin.")
 @click.option("--retries", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
               show_default=True)
 @common_options
 def submit(task_id, resource, params, retries, serializer, redis_url, namespace, queue_id):
     """Submit one job; prints its id."""
-    try:
-        decoded = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"--params is not valid JSON: {exc}") from None
+    decoded = _params(params)
     queue = make_queue(redis_url, namespace, queue_id, serializer=serializer)
     click.echo(queue.submit_job(task_id, resource_id=resource, params=decoded, retries=retries))
 

@@ -36,9 +36,9 @@ def greenq(*args: str, env: dict | None = None, timeout: float = 60,
            input: str | None = None) -> subprocess.CompletedProcess:
     """Run `greenq ARGS`; greenq's environment variables only when `env` sets
     them; stdin is `input`, or empty (never the terminal pytest runs on)."""
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(GREENQ + list(args), capture_output=True, text=True, env=clean_env(env),
-                          timeout=timeout, input=input,
-                          stdin=subprocess.DEVNULL if input is None else None)
+                          timeout=timeout, **stdin)
 
 
 @pytest.fixture

@@ -179,3 +179,64 @@ def test_failed_list_shows_the_errors_last_line_and_with_verbose_the_whole_trace
     assert all(line.startswith("    ") for line in lines[1:] if line)
     assert 'raise ValueError(f"asked to fail' in verbose.stdout
     assert lines[-1].strip() == "ValueError: asked to fail: no 0"
+
+
+# -- 8. params that do not fit a command line ----------------------------------------
+
+
+BIG_PARAMS = {"rows": [{"n": n, "text": "x" * 50} for n in range(2000)], "name": "é"}
+
+
+def test_submit_reads_params_from_the_file_named_after_an_at_sign(common, make_queue, tmp_path):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(BIG_PARAMS), encoding="utf-8")
+
+    result = greenq("submit", "proc.outcome", "--params", f"@{path}", *common)
+
+    assert result.returncode == 0, result.stderr
+    assert_params(make_queue, result.stdout.strip(), BIG_PARAMS)
+
+
+def test_submit_reads_params_from_stdin_when_given_a_dash(common, make_queue):
+    result = greenq("submit", "proc.outcome", "--params", "-", *common, input=json.dumps(BIG_PARAMS))
+
+    assert result.returncode == 0, result.stderr
+    assert_params(make_queue, result.stdout.strip(), BIG_PARAMS)
+
+
+def assert_params(make_queue, job_id: str, expected) -> None:
+    """The job `job_id` runs with `expected` as its params."""
+    queue = make_queue("proc_outcome")
+    done = []
+    queue.on("job_success", done.append)
+    queue.start()
+    wait_until(lambda: done, timeout=20)
+    assert (done[0].id, done[0].params) == (job_id, expected)
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad JSON in the file", "bad JSON on stdin",
+                                  "a directory"])
+def test_submit_with_a_params_file_that_is_missing_or_not_json_is_one_line_and_status_2(
+        common, r, namespace, tmp_path, case):
+    path = tmp_path / "params.json"
+    argument, stdin = f"@{path}", None
+    if case == "bad JSON in the file":
+        path.write_text('{"a": ')
+    elif case == "bad JSON on stdin":
+        argument, stdin = "-", '{"a": '
+    elif case == "a directory":
+        argument = f"@{tmp_path}"
+
+    result = greenq("submit", "proc.outcome", "--params", argument, *common, input=stdin)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    line = one_line_error(result)
+    if case == "missing file":
+        assert f"cannot read {path}" in line and "No such file" in line
+    elif case == "a directory":
+        assert f"cannot read {tmp_path}" in line
+    else:
+        assert "is not valid JSON" in line
+        assert ("stdin" if stdin else str(path)) in line
+    assert r.keys(namespace + ":*") == []
