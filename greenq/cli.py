@@ -99,6 +99,18 @@ def make_queue(redis_url, namespace, queue_id, **kwargs):
     return GreenQueue(redis_url=redis_url, namespace=namespace, queue_id=queue_id, **kwargs)
 
 
+def existing_queue(redis_url, namespace, queue_id):
+    """A queue to read or administer; a one-line note on stderr when it was
+    never used, the usual sign of a mistyped --namespace or --queue (whose
+    counts would otherwise read as an idle queue)."""
+    queue = make_queue(redis_url, namespace, queue_id)
+    if not queue.broker.queue_exists():
+        click.echo(f"greenq: note: queue {queue_id!r} of namespace {namespace!r} at "
+                   f"{config.describe(queue.connection)} has never been used (no job, no worker); "
+                   "check --namespace and --queue", err=True)
+    return queue
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="greenq")
 def main():
@@ -188,7 +200,7 @@ def submit(task_id, resource, params, retries, serializer, redis_url, namespace,
 @common_options
 def stats(as_json, redis_url, namespace, queue_id):
     """Counts of pending, active, waiting and failed jobs."""
-    numbers = make_queue(redis_url, namespace, queue_id).stats()
+    numbers = existing_queue(redis_url, namespace, queue_id).stats()
     if as_json:
         click.echo(json.dumps(numbers))
     else:
@@ -209,7 +221,7 @@ def failed():
 @common_options
 def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
     """Failed jobs, oldest first."""
-    jobs = make_queue(redis_url, namespace, queue_id).failed_jobs(limit)
+    jobs = existing_queue(redis_url, namespace, queue_id).failed_jobs(limit)
     if not jobs and not as_json:
         click.echo("no failed jobs")
     for job in jobs:
@@ -234,7 +246,7 @@ def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
 @common_options
 def failed_retry(redis_url, namespace, queue_id):
     """Move every failed job back to the queue."""
-    retried = make_queue(redis_url, namespace, queue_id).retry_failed_jobs()
+    retried = existing_queue(redis_url, namespace, queue_id).retry_failed_jobs()
     click.echo(f"{count(retried, 'job')} retried")
 
 
@@ -248,7 +260,7 @@ def failed_delete(yes, redis_url, namespace, queue_id):
         click.echo("greenq: failed delete deletes every failed job and no terminal is attached "
                    "to ask: give --yes", err=True)
         sys.exit(EXIT_USAGE)
-    queue = make_queue(redis_url, namespace, queue_id)
+    queue = existing_queue(redis_url, namespace, queue_id)
     if not yes:
         failed_now = queue.stats()["failed"]
         if failed_now == 0:
@@ -265,7 +277,7 @@ def failed_delete(yes, redis_url, namespace, queue_id):
 @common_options
 def flush_stale(redis_url, namespace, queue_id):
     """Reclaim jobs whose process stopped heartbeating (retry or fail them)."""
-    flushed = make_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()
+    flushed = existing_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()
     click.echo(f"{count(flushed, 'stale job')} flushed")
 
 
@@ -276,7 +288,7 @@ def flush_stale(redis_url, namespace, queue_id):
 def inspect(limit, as_json, redis_url, namespace, queue_id):
     """Running jobs (process, task, resource, age, last heartbeat) and locked
     resources with how many jobs wait behind each."""
-    report = make_queue(redis_url, namespace, queue_id).broker.inspect(limit)
+    report = existing_queue(redis_url, namespace, queue_id).broker.inspect(limit)
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -240,3 +240,44 @@ def test_submit_with_a_params_file_that_is_missing_or_not_json_is_one_line_and_s
         assert "is not valid JSON" in line
         assert ("stdin" if stdin else str(path)) in line
     assert r.keys(namespace + ":*") == []
+
+
+# -- 3. is anybody working? ------------------------------------------------------------
+
+
+READ_COMMANDS = [["stats"], ["stats", "--json"], ["inspect"], ["inspect", "--json"],
+                 ["failed", "list"], ["failed", "list", "--json"], ["failed", "retry"],
+                 ["failed", "delete", "--yes"], ["flush-stale"]]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_a_queue_that_was_never_used_gets_a_one_line_note_on_stderr(common, namespace, command):
+    result = greenq(*command, *common, "--queue", "defualt")
+
+    assert result.returncode == 0, result.stderr
+    line = one_line_error(result)
+    assert "never been used" in line
+    assert "'defualt'" in line and repr(namespace) in line
+    assert "--namespace" in line and "--queue" in line
+    if command == ["stats", "--json"]:
+        assert json.loads(result.stdout)["pending"] == 0  # stdout stays one clean JSON object
+
+
+@pytest.mark.parametrize("used_by", ["a submitted job", "a worker that ran and stopped",
+                                     "a job that succeeded"])
+def test_a_queue_that_was_used_gets_no_note(common, make_queue, used_by):
+    if used_by == "a submitted job":
+        make_queue().submit_job("proc.outcome")
+    else:
+        queue = make_queue("proc_outcome")
+        done = []
+        queue.on("job_success", done.append)
+        queue.start()
+        if used_by == "a job that succeeded":
+            queue.submit_job("proc.outcome", resource_id="res-A")
+            wait_until(lambda: done, timeout=20)
+        queue.shutdown()
+
+    for command in (["stats"], ["inspect"], ["failed", "list"]):
+        result = greenq(*command, *common)
+        assert result.returncode == 0 and result.stderr == "", (command, result.stderr)
