@@ -7,9 +7,24 @@ from __future__ import annotations
 
 import sys
 
+# The options the group takes before the sub-command's name, with a value.
+_GROUP_VALUE_OPTIONS = ("--redis-url", "--namespace", "--queue")
+
+
+def _sub_command(argv: list[str]) -> str | None:
+    """The sub-command's name in `argv`, past the common options before it."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GROUP_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 # `greenq run` and `greenq demo` run greenlets: patch before anything else
 # imports socket, ssl or threading's locks.
-if len(sys.argv) > 1 and sys.argv[1] in ("run", "demo"):
+if _sub_command(sys.argv[1:]) in ("run", "demo"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -29,19 +44,45 @@ log = logging.getLogger("greenq.cli")
 EXIT_RUNTIME, EXIT_USAGE, EXIT_BOOT = 1, 2, 3
 
 
+# The common options: option, parameter, environment variables, default, help.
+COMMON_OPTIONS = (
+    ("--redis-url", "redis_url", ("GREENQ_REDIS_URL", "REDIS_URL"), config.DEFAULT_REDIS_URL,
+     "redis://, rediss:// or unix:// URL"),
+    ("--namespace", "namespace", ("GREENQ_NAMESPACE",), config.DEFAULT_NAMESPACE, "Key prefix"),
+    ("--queue", "queue_id", ("GREENQ_QUEUE",), config.DEFAULT_QUEUE_ID, "Queue id on that Redis"),
+)
+
+
+def _variables(names) -> str:
+    return ", ".join("$" + name for name in names)
+
+
+def group_options(group):
+    """The common options before the sub-command's name (`greenq --namespace
+    x stats`); they, then the environment, then the defaults fill in those
+    not given after it."""
+    for option, name, variables, default, text in reversed(COMMON_OPTIONS):
+        group = click.option(option, name, envvar=list(variables), default=default,
+                             show_default=True,
+                             help=f"{text} (also {_variables(variables)}); the same option "
+                                  "after the sub-command wins.")(group)
+    return group
+
+
 def common_options(command):
-    """--redis-url/--namespace/--queue, after every sub-command's name."""
-    command = click.option("--queue", "queue_id", default=config.DEFAULT_QUEUE_ID, show_default=True,
-                           help="Queue id on that Redis.")(command)
-    command = click.option("--namespace", default=config.DEFAULT_NAMESPACE, show_default=True,
-                           help="Key prefix.")(command)
-    command = click.option("--redis-url", envvar=["GREENQ_REDIS_URL", "REDIS_URL"],
-                           default=config.DEFAULT_REDIS_URL, show_default=True,
-                           help="redis://, rediss:// or unix:// URL "
-                                "(also $GREENQ_REDIS_URL, $REDIS_URL).")(command)
+    """--redis-url/--namespace/--queue after the sub-command's name; those not
+    given there come from before it, the environment, or the defaults."""
+    for option, name, variables, default, text in reversed(COMMON_OPTIONS):
+        command = click.option(option, name, default=None,
+                               help=f"{text} (also before the sub-command, or "
+                                    f"{_variables(variables)}).  [default: {default}]")(command)
 
     @functools.wraps(command)
     def guarded(*args, **kwargs):
+        before = click.get_current_context().find_root().params
+        for _, name, *_ in COMMON_OPTIONS:
+            if kwargs[name] is None:
+                kwargs[name] = before[name]
         return _one_line_errors(command, *args, **kwargs)
     return guarded
 
@@ -113,7 +154,8 @@ def existing_queue(redis_url, namespace, queue_id):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="greenq")
-def main():
+@group_options
+def main(redis_url, namespace, queue_id):
     """greenq: a distributed job queue for gevent, backed by Redis.
 
     Jobs name a task and a resource; jobs of one resource run one at a time,
@@ -318,8 +360,9 @@ def demo(jobs, resources, children, workers, install_redis, redis_url, namespace
     keys when it ends)."""
     from .demo import run_demo
 
-    if click.get_current_context().get_parameter_source("namespace") is \
-            click.core.ParameterSource.DEFAULT:
+    ctx = click.get_current_context()
+    if ctx.params["namespace"] is None and ctx.find_root().get_parameter_source("namespace") \
+            is click.core.ParameterSource.DEFAULT:
         namespace = None  # not given: a fresh namespace, not everyone's default one
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")

@@ -281,3 +281,64 @@ def test_a_queue_that_was_used_gets_no_note(common, make_queue, used_by):
     for command in (["stats"], ["inspect"], ["failed", "list"]):
         result = greenq(*command, *common)
         assert result.returncode == 0 and result.stderr == "", (command, result.stderr)
+
+
+def test_the_namespace_and_queue_come_from_greenq_namespace_and_greenq_queue(
+        redis_url, namespace, r):
+    env = {"GREENQ_NAMESPACE": namespace, "GREENQ_QUEUE": "from-env"}
+
+    submitted = greenq("submit", "proc.outcome", "--redis-url", redis_url, env=env)
+    stats = greenq("stats", "--json", "--redis-url", redis_url, env=env)
+    option_wins = greenq("stats", "--json", "--redis-url", redis_url, "--queue", "other", env=env)
+
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert r.lrange(f"{namespace}:{{from-env}}:pending", 0, -1) == [job_id.encode()]
+    assert json.loads(stats.stdout)["pending"] == 1 and stats.stderr == ""
+    assert json.loads(option_wins.stdout)["pending"] == 0
+    assert "'other'" in option_wins.stderr  # never used: the option was taken, not the variable
+
+
+def test_the_common_options_may_come_before_the_sub_command(redis_url, namespace, r):
+    before = ["--redis-url", redis_url, "--namespace", namespace, "--queue", "early"]
+
+    submitted = greenq(*before, "submit", "proc.outcome")
+    stats = greenq(*before, "stats", "--json")
+    failed = greenq(*before, "failed", "list")
+
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert r.lrange(f"{namespace}:{{early}}:pending", 0, -1) == [job_id.encode()]
+    assert json.loads(stats.stdout)["pending"] == 1 and stats.stderr == ""
+    assert failed.stdout == "no failed jobs\n" and failed.stderr == ""
+
+
+def test_a_common_option_after_the_sub_command_wins_over_the_same_before_it(
+        redis_url, namespace, r):
+    result = greenq("--namespace", "wrong", "--queue", "wrong", "--redis-url", "redis://x:1/0",
+                    "submit", "proc.outcome",
+                    "--namespace", namespace, "--queue", "late", "--redis-url", redis_url,
+                    env={"GREENQ_NAMESPACE": "wrong-too"})
+
+    assert result.returncode == 0, result.stderr
+    assert r.lrange(f"{namespace}:{{late}}:pending", 0, -1) == [result.stdout.strip().encode()]
+    assert r.keys("wrong*") == []
+
+
+def test_run_takes_the_common_options_before_the_sub_command(common, make_queue, r, namespace,
+                                                             tmp_path):
+    job_id = make_queue().submit_job("proc.outcome")
+    with open(tmp_path / "run.log", "wb") as log:
+        worker = subprocess.Popen(GREENQ + [*common, "run", os.path.join(TASKS, "proc_outcome.py")],
+                                  stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        wait_until(lambda: not r.exists(f"{prefix_of(namespace)}job:{job_id}")
+                   or worker.poll() is not None, timeout=30)
+        assert worker.poll() is None, (tmp_path / "run.log").read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert json.loads(greenq("stats", "--json", *common).stdout)["failed"] == 0
