@@ -250,6 +250,10 @@ class Broker:
         return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
                 "failed": failed, "locked_resources": locked}
 
+    def ping(self) -> None:
+        """Raise what redis-py raises when Redis does not answer."""
+        self.shared.ping()
+
     def queue_exists(self) -> bool:
         """Whether this queue was ever used: a submitted job or a worker's
         first call leaves at least one of its fixed keys behind (`counts`

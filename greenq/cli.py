@@ -176,9 +176,13 @@ def main(redis_url, namespace, queue_id):
               show_default=True)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", show_default=True)
+@click.option("--wait-for-redis", "redis_wait", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="While Redis cannot be reached at start, try again (with back-off) for this "
+                   "long before exiting with status 1; 0: exit at once.")
 @common_options
 def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer, log_level,
-        redis_url, namespace, queue_id):
+        redis_wait, redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
@@ -187,7 +191,7 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
     SIGHUP          replace children one by one, re-importing the tasks
     SIGTTIN/SIGTTOU one child more / less
     """
-    from .runner import run_until_signalled
+    from .runner import run_until_signalled, wait_for_redis
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `greenq run tasks` finds ./tasks.py, as `python -m` does
@@ -199,7 +203,8 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
                        serializer=serializer)
     for spec in tasks:
         queue.register_task(spec)
-    sys.exit(run_until_signalled(queue))
+    stopped = wait_for_redis(queue, redis_wait)
+    sys.exit(stopped if stopped is not None else run_until_signalled(queue))
 
 
 def _params(argument: str):

@@ -5,14 +5,63 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 
 import gevent
 import gevent.event
+import redis
+from redis.backoff import EqualJitterBackoff
+
+from . import config
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 OTHER_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+REDIS_WAIT_BACKOFF = (0.25, 2.0)  # first and longest wait between tries while Redis is not up
+
+
+def wait_for_redis(queue, seconds: float) -> int | None:
+    """Return None once Redis answers; while it cannot be reached (not up
+    yet: the start-up race of compose and Kubernetes), try again for up to
+    `seconds`, with jittered back-off and a log line per try, then raise the
+    last error. A refused password or a server that is not Redis raises at
+    once. SIGTERM or SIGINT meanwhile: returns the exit status (0; 130, as
+    an interrupted command)."""
+    deadline = time.monotonic() + seconds
+    first, longest = REDIS_WAIT_BACKOFF
+    backoff = EqualJitterBackoff(cap=longest, base=first)  # each wait in [d/2, d], d doubling
+    stopped = gevent.event.AsyncResult()
+    # gevent's handlers, not Python's: a KeyboardInterrupt raised in the hub
+    # is printed by it before it reaches the command.
+    handlers = [gevent.signal_handler(signum, stopped.set, signum) for signum in STOP_SIGNALS]
+    where = config.describe(queue.connection)
+    tries = 0
+    try:
+        while True:
+            try:
+                queue.broker.ping()
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError):
+                raise  # ConnectionError subclasses, but waiting will not fix them
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                tries += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                wait = min(backoff.compute(tries - 1), left)
+                log.warning("Redis at %s not reachable yet (try %d: %s); next try in %.1fs, "
+                            "giving up in %.0fs", where, tries, exc, wait, left)
+                signum = stopped.wait(wait)
+                if signum is not None:
+                    log.info("%s while waiting for Redis: stopping", signal.Signals(signum).name)
+                    return 130 if signum == signal.SIGINT else 0
+            else:
+                if tries:
+                    log.info("Redis at %s answers", where)
+                return None
+    finally:
+        for handler in handlers:
+            handler.cancel()
 
 
 def keep_running_through_stray_exits() -> None:

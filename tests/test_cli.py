@@ -312,7 +312,7 @@ def test_inspect_on_an_idle_queue_shows_nothing_running_and_nothing_locked(commo
 COMMANDS = [
     ["stats"], ["stats", "--json"], ["submit", "proc.outcome"], ["failed", "list"],
     ["failed", "retry"], ["failed", "delete", "--yes"], ["flush-stale"], ["inspect"],
-    ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "--wait-for-redis", "0"],
 ]
 
 

@@ -12,6 +12,7 @@ import pty
 import select
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -198,7 +199,8 @@ def test_submit_reads_params_from_the_file_named_after_an_at_sign(common, make_q
 
 
 def test_submit_reads_params_from_stdin_when_given_a_dash(common, make_queue):
-    result = greenq("submit", "proc.outcome", "--params", "-", *common, input=json.dumps(BIG_PARAMS))
+    result = greenq("submit", "proc.outcome", "--params", "-", *common,
+                    input=json.dumps(BIG_PARAMS))
 
     assert result.returncode == 0, result.stderr
     assert_params(make_queue, result.stdout.strip(), BIG_PARAMS)
@@ -342,3 +344,87 @@ def test_run_takes_the_common_options_before_the_sub_command(common, make_queue,
             worker.kill()
             worker.wait(10)
     assert json.loads(greenq("stats", "--json", *common).stdout)["failed"] == 0
+
+
+# -- 4. containers ------------------------------------------------------------------------
+
+
+def start_run(args: list[str], log_path) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(GREENQ + ["run", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=clean_env())
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_run_waits_for_a_redis_that_starts_later_then_runs_jobs(namespace, tmp_path):
+    from redis_server import RedisServer, free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    log_path = tmp_path / "run.log"
+    worker = start_run([os.path.join(TASKS, "proc_sleep.py"), "--redis-url", url,
+                        "--namespace", namespace, "--wait-for-redis", "30"], log_path)
+    server = RedisServer(port=port)
+    try:
+        time.sleep(2)
+        assert worker.poll() is None, log_path.read_text()
+        server.start()
+        from greenq import GreenQueue
+
+        GreenQueue(redis_url=url, namespace=namespace).submit_job(
+            "proc.sleep", params={"url": url, "key": namespace + ":rec"})
+        client = server.client()
+        wait_until(lambda: client.llen(namespace + ":rec:done") == 1 or worker.poll() is not None,
+                   timeout=30)
+        assert worker.poll() is None, log_path.read_text()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        stop(worker)
+        server.close()
+    output = log_path.read_text()
+    tries = [line for line in output.splitlines() if "not reachable yet" in line]
+    assert 2 <= len(tries) <= 12, output  # one line per try, with back-off: not one per 0.1 s
+    assert f"127.0.0.1:{port}/0" in tries[0]
+    assert "Traceback" not in output
+
+
+def test_run_gives_up_waiting_for_redis_after_the_time_given_with_one_line_and_status_1(
+        tmp_path):
+    started = time.monotonic()
+    result = greenq("run", os.path.join(TASKS, "proc_outcome.py"), "--redis-url",
+                    "redis://127.0.0.1:1/0", "--wait-for-redis", "1.5")
+    took = time.monotonic() - started
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("greenq: cannot reach Redis at 127.0.0.1:1/0")
+    assert all("not reachable yet" in line for line in lines[:-1]) and len(lines) >= 3
+    assert 1.5 <= took < 15
+
+
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 0)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_while_run_waits_for_redis_exits_130_quietly_and_sigterm_0(
+        tmp_path, signum, expected):
+    log_path = tmp_path / "run.log"
+    worker = start_run([os.path.join(TASKS, "proc_outcome.py"), "--redis-url",
+                        "redis://127.0.0.1:1/0", "--wait-for-redis", "60"], log_path)
+    try:
+        wait_until(lambda: "not reachable yet" in log_path.read_text() or worker.poll() is not None,
+                   timeout=30)
+        worker.send_signal(signum)
+        status = worker.wait(10)
+    finally:
+        stop(worker)
+
+    output = log_path.read_text()
+    assert status == expected, output
+    assert f"{signum.name} while waiting for Redis: stopping" in output
+    assert "Aborted!" not in output and "Traceback" not in output
