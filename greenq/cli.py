@@ -180,13 +180,18 @@ def main(redis_url, namespace, queue_id):
               show_default=True, metavar="SECONDS",
               help="While Redis cannot be reached at start, try again (with back-off) for this "
                    "long before exiting with status 1; 0: exit at once.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="After SIGTERM/SIGINT, give jobs still running after this long back to the "
+                   "queue, then exit 0 (set it under the SIGKILL grace of Docker or Kubernetes). "
+                   "Default: wait for them.")
 @common_options
 def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer, log_level,
-        redis_wait, redis_url, namespace, queue_id):
+        redis_wait, graceful_timeout, redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
-    SIGTERM/SIGINT  graceful: stop fetching, running jobs finish, exit 0
+    SIGTERM/SIGINT  graceful: stop fetching, running jobs finish (those
+                    still running after --graceful-timeout go back), exit 0
     again           stop now: running jobs go back to the queue
     SIGHUP          replace children one by one, re-importing the tasks
     SIGTTIN/SIGTTOU one child more / less
@@ -204,7 +209,7 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
     for spec in tasks:
         queue.register_task(spec)
     stopped = wait_for_redis(queue, redis_wait)
-    sys.exit(stopped if stopped is not None else run_until_signalled(queue))
+    sys.exit(stopped if stopped is not None else run_until_signalled(queue, graceful_timeout))
 
 
 def _params(argument: str):

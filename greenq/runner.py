@@ -71,8 +71,10 @@ def keep_running_through_stray_exits() -> None:
     gevent.get_hub().SYSTEM_ERROR = (SystemError,)
 
 
-def run_until_signalled(queue) -> int:
-    """Start `queue`, serve signals until it has shut down; the exit status."""
+def run_until_signalled(queue, graceful_timeout: float | None = None) -> int:
+    """Start `queue`, serve signals until it has shut down; the exit status.
+    `graceful_timeout`: after SIGTERM/SIGINT, jobs still running after this
+    many seconds go back to the queue (None: they may take all they need)."""
     received: list[int] = []
     wake = gevent.event.Event()
 
@@ -103,8 +105,14 @@ def run_until_signalled(queue) -> int:
             name = signal.Signals(signum).name
             if signum in STOP_SIGNALS:
                 if shutting_down is None:
-                    log.info("%s: graceful shutdown, running jobs finish (again to stop now)", name)
-                    shutting_down = gevent.spawn(queue.shutdown)
+                    if graceful_timeout is None:
+                        log.info("%s: graceful shutdown, running jobs finish (again to stop now)",
+                                 name)
+                    else:
+                        log.info("%s: graceful shutdown, running jobs finish; those still running "
+                                 "in %gs go back to the queue (again to stop now)", name,
+                                 graceful_timeout)
+                    shutting_down = gevent.spawn(queue.shutdown, graceful_timeout)
                 else:
                     log.warning("%s again: giving running jobs back to the queue", name)
                     queue.hurry_shutdown()

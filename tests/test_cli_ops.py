@@ -409,6 +409,34 @@ def test_run_gives_up_waiting_for_redis_after_the_time_given_with_one_line_and_s
     assert 1.5 <= took < 15
 
 
+@pytest.mark.parametrize("children", ["0", "1"], ids=["in-process", "-c 1"])
+def test_sigterm_with_a_graceful_timeout_gives_running_jobs_back_and_exits_0(
+        common, make_queue, r, redis_url, namespace, tmp_path, children):
+    key = namespace + ":rec"
+    job_id = make_queue().submit_job("proc.sleep", resource_id="res-A",
+                                     params={"url": redis_url, "key": key, "first": 60})
+    log_path = tmp_path / "run.log"
+    worker = start_run([os.path.join(TASKS, "proc_sleep.py"), "-c", children,
+                        "--graceful-timeout", "1", *common], log_path)
+    try:
+        wait_until(lambda: r.llen(key + ":started") == 1 or worker.poll() is not None, timeout=30)
+        assert worker.poll() is None, log_path.read_text()
+        signalled = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        status = worker.wait(30)
+        took = time.monotonic() - signalled
+    finally:
+        stop(worker)
+
+    assert status == 0, log_path.read_text()
+    assert 1 <= took < 10
+    prefix = prefix_of(namespace)
+    assert r.lrange(prefix + "pending", 0, -1) == [job_id.encode()]
+    assert r.hget(prefix + "counts", "active") == b"0"
+    assert r.hget(prefix + "locks", "res-A") == job_id.encode()  # still its resource's turn
+    assert r.llen(key + ":done") == 0 and r.llen(prefix + "failed") == 0
+
+
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 0)],
                          ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_while_run_waits_for_redis_exits_130_quietly_and_sigterm_0(
