@@ -42,6 +42,7 @@ from .errors import GreenQError, ParamsError, TaskDefinitionError  # noqa: E402
 log = logging.getLogger("greenq.cli")
 
 EXIT_RUNTIME, EXIT_USAGE, EXIT_BOOT = 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
 
 
 # The common options: option, parameter, environment variables, default, help.
@@ -152,7 +153,24 @@ def existing_queue(redis_url, namespace, queue_id):
     return queue
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Group(click.Group):
+    """click's group, but Ctrl-C exits 130 without click's "Aborted!"."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            pass
+        except click.Abort as exc:  # a prompt turns Ctrl-C into Abort
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+        if sys.stderr.isatty():
+            click.echo(err=True)  # end the line the terminal's ^C is on
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="greenq")
 @group_options
 def main(redis_url, namespace, queue_id):

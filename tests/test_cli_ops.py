@@ -28,8 +28,9 @@ def common(redis_url, namespace) -> list[str]:
 
 def on_a_terminal(args: list[str], answer: str | None, timeout: float = 30) -> tuple[int, str]:
     """Run `greenq ARGS` with stdin, stdout and stderr on a pseudo-terminal;
-    type `answer` once it has asked (a line ending in "]: "). Returns the
-    exit status and everything it wrote."""
+    type `answer` once it has asked (a line ending in "]: "), or press
+    Ctrl-C when `answer` is "^C". Returns the exit status and everything it
+    wrote."""
     master, slave = pty.openpty()
     process = subprocess.Popen(GREENQ + args, stdin=slave, stdout=slave, stderr=slave,
                                env=clean_env())
@@ -48,7 +49,13 @@ def on_a_terminal(args: list[str], answer: str | None, timeout: float = 30) -> t
                     break
                 output += chunk
             if answer is not None and not answered and output.rstrip(b" ").endswith(b"]:"):
-                os.write(master, answer.encode() + b"\n")
+                if answer == "^C":
+                    # Past the prompt's text into its read: a signal that lands
+                    # just before the read() call is only seen after it returns.
+                    time.sleep(0.5)
+                    process.send_signal(signal.SIGINT)
+                else:
+                    os.write(master, answer.encode() + b"\n")
                 answered = True
             if not ready and process.poll() is not None:
                 break
@@ -105,6 +112,18 @@ def test_failed_delete_on_a_terminal_asks_first_and_deletes_only_on_yes(
         assert "nothing deleted" in output
         assert failed == [i.encode() for i in ids]
     assert "Traceback" not in output and "Aborted!" not in output
+
+
+def test_ctrl_c_at_the_failed_delete_prompt_exits_130_and_deletes_nothing(
+        common, make_queue, r, namespace):
+    ids = fail_jobs(make_queue, 1)
+
+    status, output = on_a_terminal(["failed", "delete", *common], "^C")
+
+    assert status == 130, output
+    assert "Delete the 1 failed job " in output
+    assert "Aborted!" not in output and "Traceback" not in output
+    assert r.lrange(prefix_of(namespace) + "failed", 0, -1) == [ids[0].encode()]
 
 
 def test_failed_delete_on_a_terminal_with_no_failed_job_asks_nothing(common, make_queue):
@@ -435,6 +454,42 @@ def test_sigterm_with_a_graceful_timeout_gives_running_jobs_back_and_exits_0(
     assert r.hget(prefix + "counts", "active") == b"0"
     assert r.hget(prefix + "locks", "res-A") == job_id.encode()  # still its resource's turn
     assert r.llen(key + ":done") == 0 and r.llen(prefix + "failed") == 0
+
+
+SILENT_SERVER = """
+import socket, time
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+conns = []
+while True:
+    conn, _ = server.accept()
+    conns.append(conn)  # accepted, never answered
+    print("accepted", flush=True)
+"""
+
+
+def test_ctrl_c_during_a_submit_to_a_server_that_never_answers_exits_130_quietly():
+    server = subprocess.Popen([sys.executable, "-u", "-c", SILENT_SERVER], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        port = int(server.stdout.readline())
+        submit = subprocess.Popen(GREENQ + ["submit", "proc.outcome", "--redis-url",
+                                            f"redis://127.0.0.1:{port}/0"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL, env=clean_env())
+        try:
+            assert server.stdout.readline().strip() == "accepted"
+            time.sleep(0.3)  # into its wait for the reply
+            submit.send_signal(signal.SIGINT)
+            out, err = submit.communicate(timeout=10)
+        finally:
+            stop(submit)
+    finally:
+        stop(server)
+
+    assert submit.returncode == 130, err
+    assert out == ""
+    assert "Aborted!" not in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 0)],
