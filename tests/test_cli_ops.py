@@ -511,3 +511,15 @@ def test_ctrl_c_while_run_waits_for_redis_exits_130_quietly_and_sigterm_0(
     assert status == expected, output
     assert f"{signum.name} while waiting for Redis: stopping" in output
     assert "Aborted!" not in output and "Traceback" not in output
+
+
+# -- 12. small things -----------------------------------------------------------------------
+
+
+def test_a_params_key_that_is_an_int_is_refused_with_an_article_that_fits(make_queue):
+    from greenq import ParamsError
+
+    with pytest.raises(ParamsError, match="key 7 is an int; keys must be str"):
+        make_queue().submit_job("proc.outcome", params={7: "x"})
+    with pytest.raises(ParamsError, match="an object cannot be carried"):
+        make_queue().submit_job("proc.outcome", params={"x": object()})
