@@ -352,13 +352,15 @@ def flush_stale(redis_url, namespace, queue_id):
 
 
 @main.command()
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="Running jobs and locked resources listed at most, of each.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @common_options
 def inspect(limit, as_json, redis_url, namespace, queue_id):
-    """Running jobs (process, task, resource, age, last heartbeat) and locked
-    resources with how many jobs wait behind each."""
+    """Running jobs, oldest first (process, task, resource, age, last
+    heartbeat), and locked resources with how many jobs wait behind each."""
     report = existing_queue(redis_url, namespace, queue_id).broker.inspect(limit)
+    report["running"].sort(key=lambda job: -job["age"])  # oldest first: the likeliest stuck
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -516,6 +516,29 @@ def test_ctrl_c_while_run_waits_for_redis_exits_130_quietly_and_sigterm_0(
 # -- 12. small things -----------------------------------------------------------------------
 
 
+def test_inspect_lists_running_jobs_oldest_first(common, make_queue, r, redis_url, namespace):
+    key = namespace + ":rec"
+    queue = make_queue("proc_sleep", worker_count=5)
+    queue.start()
+    ids = []
+    for n in range(5):
+        ids.append(queue.submit_job("proc.sleep", resource_id=f"res-{n}",
+                                    params={"url": redis_url, "key": key, "n": n, "first": 60}))
+        wait_until(lambda: r.llen(key + ":started") == n + 1, timeout=20)
+        time.sleep(0.05)  # distinct start times, in submission order
+
+    try:
+        text = greenq("inspect", *common)
+        as_json = greenq("inspect", "--json", *common)
+    finally:
+        queue.shutdown(timeout=0)
+
+    assert [line.split()[0] for line in text.stdout.splitlines()[1:6]] == ids
+    running = json.loads(as_json.stdout)["running"]
+    assert [job["id"] for job in running] == ids
+    assert running[0]["age"] > running[-1]["age"]
+
+
 def test_a_params_key_that_is_an_int_is_refused_with_an_article_that_fits(make_queue):
     from greenq import ParamsError
 
