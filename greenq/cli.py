@@ -375,10 +375,15 @@ def inspect(limit, as_json, redis_url, namespace, queue_id):
 
 
 @main.command()
-@click.option("--jobs", type=click.IntRange(1), default=10_000, show_default=True)
-@click.option("--resources", type=click.IntRange(1), default=100, show_default=True)
-@click.option("-c", "--children", type=click.IntRange(1), default=2, show_default=True)
-@click.option("-w", "--workers", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--jobs", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Jobs to submit.")
+@click.option("--resources", type=click.IntRange(1), default=100, show_default=True,
+              help="Resources the jobs are spread over; each runs its jobs one at a time.")
+@click.option("-c", "--children", type=click.IntRange(1), default=2, show_default=True,
+              help="Worker child processes.")
+@click.option("-w", "--workers", type=click.IntRange(1), default=None,
+              help="Concurrent jobs per child.  [default: resources / children, rounded up: "
+                   "no more jobs can run at once]")
 @click.option("--install-redis/--no-install-redis", default=True, show_default=True,
               help="Install redis-server with apt-get when none is reachable or installed.")
 @common_options
@@ -390,6 +395,8 @@ def demo(jobs, resources, children, workers, install_redis, redis_url, namespace
     keys when it ends)."""
     from .demo import run_demo
 
+    if workers is None:
+        workers = -(-resources // children)  # more would idle: a resource runs one job at a time
     ctx = click.get_current_context()
     if ctx.params["namespace"] is None and ctx.find_root().get_parameter_source("namespace") \
             is click.core.ParameterSource.DEFAULT:

@@ -115,24 +115,27 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
             while True:
                 gevent.sleep(0.25)
                 stats = queue.stats()
-                elapsed = time.monotonic() - started
                 bar.n = finished["ok"] + finished["failed"]
-                bar.set_postfix(jobs_s=f"{bar.n / elapsed:,.0f}", running=stats["active"],
-                                waiting=stats["waiting"], failed=stats["failed"], refresh=False)
-                bar.refresh()
+                bar.set_postfix(running=stats["active"], waiting=stats["waiting"],
+                                failed=stats["failed"], refresh=False)
                 # Redis has the final word: an event can die with a killed child.
                 if bar.n >= jobs or not any(stats[k] for k in ("pending", "active", "waiting")):
-                    break
+                    break  # closing the bar draws it, once
+                bar.refresh()
         elapsed = time.monotonic() - started
         queue.shutdown()
         check = redis.Redis.from_url(redis_url)
         latencies = [float(x) * 1000 for x in check.lrange(prefix + "latency", 0, -1)]
         overlaps = int(check.get(prefix + "overlaps") or 0)
-        click.echo(f"\n{jobs:,} jobs over {resources} resources, {children} children x {workers} "
-                   f"workers, in {elapsed:.2f}s: {jobs / elapsed:,.0f} jobs/s")
+        click.echo(f"\n{jobs:,} jobs over {resources} resources, {children} "
+                   f"{'child' if children == 1 else 'children'} x {workers} workers, "
+                   f"in {elapsed:.2f}s: {jobs / elapsed:,.0f} jobs/s")
         click.echo(f"succeeded {finished['ok']:,}, failed {finished['failed']:,}")
-        click.echo("submit-to-start ms (mostly waiting behind busy resources): " + ", ".join(
+        click.echo("submit-to-start ms: " + ", ".join(
             f"p{int(p * 100)} {percentile(latencies, p):.1f}" for p in (0.5, 0.9, 0.99, 1.0)))
+        click.echo(f"  (from submit until the job began, waiting behind busy resources included:\n"
+                   f"  all {jobs:,} jobs are submitted at once, and each resource runs its "
+                   f"~{jobs // resources:,} one at a time)")
         if overlaps == 0 and len(latencies) == jobs:
             click.echo(f"resource lock: checked on all {jobs:,} jobs, no resource ever ran "
                        "two jobs at once")

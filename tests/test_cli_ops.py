@@ -546,3 +546,15 @@ def test_a_params_key_that_is_an_int_is_refused_with_an_article_that_fits(make_q
         make_queue().submit_job("proc.outcome", params={7: "x"})
     with pytest.raises(ParamsError, match="an object cannot be carried"):
         make_queue().submit_job("proc.outcome", params={"x": object()})
+
+
+def test_the_demo_keeps_its_resources_busy_by_default_explains_its_latency_and_draws_one_final_bar(
+        redis_url, r):
+    result = greenq("demo", "--jobs", "200", "--resources", "10", "-c", "1",
+                    "--redis-url", redis_url, timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "200 jobs over 10 resources, 1 child x 10 workers" in result.stdout  # 10 resources / 1
+    assert "waiting behind" in result.stdout and "submit-to-start" in result.stdout
+    assert result.stderr.count("200/200") == 1, result.stderr
+    assert r.keys("greenq-demo-*") == []
