@@ -191,9 +191,11 @@ def main(redis_url, namespace, queue_id):
               default=config.DEFAULT_FLUSH_STALE_TIMEOUT, show_default=True,
               help="At most this many seconds between scans for dead jobs.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
-              show_default=True)
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-              case_sensitive=False), default="INFO", show_default=True)
+              show_default=True,
+              help="Params encoding of jobs submitted through this queue; workers read either.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+              case_sensitive=False), default="info", show_default=True,
+              help="Lowest level logged to stderr (any case).")
 @click.option("--wait-for-redis", "redis_wait", type=click.FloatRange(min=0), default=30.0,
               show_default=True, metavar="SECONDS",
               help="While Redis cannot be reached at start, try again (with back-off) for this "
@@ -254,9 +256,10 @@ def _params(argument: str):
 @click.option("--resource", default=None, help="Resource id: its jobs run one at a time, in order.")
 @click.option("--params", default="null", show_default=True,
               help="Params as JSON, or @FILE to read them from a file, or - from stdin.")
-@click.option("--retries", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--retries", type=click.IntRange(0), default=0, show_default=True,
+              help="How many times a failed job is tried again before it goes to the failed queue.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
-              show_default=True)
+              show_default=True, help="Encoding of the params in Redis (workers read either).")
 @common_options
 def submit(task_id, resource, params, retries, serializer, redis_url, namespace, queue_id):
     """Submit one job; prints its id."""
@@ -284,7 +287,8 @@ def failed():
 
 
 @failed.command("list")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
+              help="Failed jobs listed at most (the oldest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Each job's whole traceback, not only the error's last line.")

@@ -516,6 +516,46 @@ def test_ctrl_c_while_run_waits_for_redis_exits_130_quietly_and_sigterm_0(
 # -- 12. small things -----------------------------------------------------------------------
 
 
+def every_command():
+    """(path, click command) of `greenq` and each of its sub-commands."""
+    import click
+
+    from greenq.cli import main
+
+    found, todo = [], [((), main)]
+    while todo:
+        path, command = todo.pop()
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            todo.extend((path + (name,), sub) for name, sub in command.commands.items())
+    return found
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    import click
+
+    missing = [" ".join(("greenq",) + path + (param.opts[-1],))
+               for path, command in every_command() for param in command.params
+               if isinstance(param, click.Option) and not (param.help or "").strip()]
+
+    assert missing == []
+    submit_help = greenq("submit", "--help").stdout
+    assert "failed job is tried again" in " ".join(submit_help.split())  # --retries
+    list_help = greenq("failed", "list", "--help").stdout
+    assert "Failed jobs listed at most" in " ".join(list_help.split())  # --limit
+
+
+def test_log_level_choices_are_shown_in_one_case_and_any_case_is_taken():
+    shown = " ".join(greenq("run", "--help").stdout.split())
+
+    assert "--log-level [debug|info|warning|error]" in shown and "[default: info]" in shown
+    for given in ("WARNING", "Warning", "debug"):
+        result = greenq("run", os.path.join(TASKS, "proc_outcome.py"), "--log-level", given,
+                        "--redis-url", "redis://127.0.0.1:1/0", "--wait-for-redis", "0")
+        assert result.returncode == 1, result.stderr  # past the options: Redis is not there
+        assert "cannot reach Redis" in result.stderr
+
+
 def test_inspect_lists_running_jobs_oldest_first(common, make_queue, r, redis_url, namespace):
     key = namespace + ":rec"
     queue = make_queue("proc_sleep", worker_count=5)
