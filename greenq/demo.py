@@ -63,6 +63,11 @@ class ThrowawayRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """"1 job", "2 jobs", "1 child", "2 children"."""
+    return f"{number:,} {singular if number == 1 else plural or singular + 's'}"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -127,21 +132,22 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
         check = redis.Redis.from_url(redis_url)
         latencies = [float(x) * 1000 for x in check.lrange(prefix + "latency", 0, -1)]
         overlaps = int(check.get(prefix + "overlaps") or 0)
-        click.echo(f"\n{jobs:,} jobs over {resources} resources, {children} "
-                   f"{'child' if children == 1 else 'children'} x {workers} workers, "
+        click.echo(f"\n{count(jobs, 'job')} over {count(resources, 'resource')}, "
+                   f"{count(children, 'child', 'children')} x {count(workers, 'worker')}, "
                    f"in {elapsed:.2f}s: {jobs / elapsed:,.0f} jobs/s")
         click.echo(f"succeeded {finished['ok']:,}, failed {finished['failed']:,}")
         click.echo("submit-to-start ms: " + ", ".join(
             f"p{int(p * 100)} {percentile(latencies, p):.1f}" for p in (0.5, 0.9, 0.99, 1.0)))
         click.echo(f"  (from submit until the job began, waiting behind busy resources included:\n"
-                   f"  all {jobs:,} jobs are submitted at once, and each resource runs its "
-                   f"~{jobs // resources:,} one at a time)")
+                   f"  {'all ' if jobs > 1 else ''}{count(jobs, 'job')} submitted at once, and "
+                   f"each resource runs its ~{max(1, round(jobs / resources)):,} one at a time)")
         if overlaps == 0 and len(latencies) == jobs:
-            click.echo(f"resource lock: checked on all {jobs:,} jobs, no resource ever ran "
+            every = f"all {jobs:,} jobs" if jobs > 1 else "the 1 job"
+            click.echo(f"resource lock: checked on {every}, no resource ever ran "
                        "two jobs at once")
         else:
             click.echo(f"resource lock VIOLATED: {overlaps} overlapping starts "
-                       f"({len(latencies)} of {jobs} jobs recorded)")
+                       f"({len(latencies)} of {count(jobs, 'job')} recorded)")
             return 1
         return 0 if finished["failed"] == 0 else 1
     finally:

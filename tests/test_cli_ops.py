@@ -598,3 +598,13 @@ def test_the_demo_keeps_its_resources_busy_by_default_explains_its_latency_and_d
     assert "waiting behind" in result.stdout and "submit-to-start" in result.stdout
     assert result.stderr.count("200/200") == 1, result.stderr
     assert r.keys("greenq-demo-*") == []
+
+
+def test_the_demo_counts_one_of_each_in_the_singular(redis_url):
+    result = greenq("demo", "--jobs", "1", "--resources", "1", "-c", "1", "--redis-url", redis_url,
+                    timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 job over 1 resource, 1 child x 1 worker, in " in result.stdout
+    assert "resource lock: checked on the 1 job, " in result.stdout
+    assert "runs its ~1 one at a time" in result.stdout
