@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -108,6 +109,12 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
     queue.on("job_success", lambda job: finished.__setitem__("ok", finished["ok"] + 1))
     queue.on("job_fail", lambda job: finished.__setitem__("failed", finished["failed"] + 1)
              or log.warning("job %s failed: %s", job.id, job.error))
+    # Ctrl-C is raised here, in the main greenlet, where the finally below
+    # cleans up; Python's own handler may raise it in gevent's hub, which
+    # prints it before passing it on.
+    main = gevent.getcurrent()
+    interrupt = gevent.signal_handler(
+        signal.SIGINT, lambda: gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt))
     try:
         queue.start()
         started = time.monotonic()
@@ -151,6 +158,7 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
             return 1
         return 0 if finished["failed"] == 0 else 1
     finally:
+        interrupt.cancel()
         queue.shutdown(timeout=5)
         try:
             cleanup = redis.Redis.from_url(redis_url)

@@ -608,3 +608,24 @@ def test_the_demo_counts_one_of_each_in_the_singular(redis_url):
     assert "1 job over 1 resource, 1 child x 1 worker, in " in result.stdout
     assert "resource lock: checked on the 1 job, " in result.stdout
     assert "runs its ~1 one at a time" in result.stdout
+
+
+def test_ctrl_c_during_the_demo_exits_130_quietly_and_leaves_no_keys(redis_url, r):
+    # One resource: the demo idles in gevent's hub, where a Ctrl-C landed
+    # in about half of the runs before the fix (and was printed there).
+    demo = subprocess.Popen(GREENQ + ["demo", "--jobs", "100000", "--resources", "1", "-c", "1",
+                                      "--redis-url", redis_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env())
+    try:
+        wait_until(lambda: r.keys("greenq-demo-*") or demo.poll() is not None, timeout=60)
+        time.sleep(1)  # running
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        stop(demo)
+
+    assert demo.returncode == 130, err
+    assert "KeyboardInterrupt" not in err and "Aborted!" not in err and "Traceback" not in err
+    assert "succeeded" not in out
+    assert r.keys("greenq-demo-*") == []
