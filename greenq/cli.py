@@ -1,7 +1,7 @@
 """The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
 Redis at that address, or refusing the password) or another runtime
 failure; 2 bad usage or input (click's own, bad JSON, bad task file); 3
-worker children kept dying at boot."""
+worker children kept dying at boot; 130 interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
