@@ -41,21 +41,23 @@ def wait_for_redis(queue, seconds: float) -> int | None:
         while True:
             try:
                 queue.broker.ping()
+                answered = True
             except (redis.AuthenticationError, redis.exceptions.AuthorizationError):
                 raise  # ConnectionError subclasses, but waiting will not fix them
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                tries += 1
+                answered, tries = False, tries + 1
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
                 wait = min(backoff.compute(tries - 1), left)
                 log.warning("Redis at %s not reachable yet (try %d: %s); next try in %.1fs, "
                             "giving up in %.0fs", where, tries, exc, wait, left)
-                signum = stopped.wait(wait)
-                if signum is not None:
-                    log.info("%s while waiting for Redis: stopping", signal.Signals(signum).name)
-                    return 130 if signum == signal.SIGINT else 0
-            else:
+                stopped.wait(wait)
+            if stopped.ready():  # during the wait, or during a ping (which may have worked)
+                signum = stopped.get()
+                log.info("%s while waiting for Redis: stopping", signal.Signals(signum).name)
+                return 130 if signum == signal.SIGINT else 0
+            if answered:
                 if tries:
                     log.info("Redis at %s answers", where)
                 return None

@@ -629,3 +629,51 @@ def test_ctrl_c_during_the_demo_exits_130_quietly_and_leaves_no_keys(redis_url, 
     assert "KeyboardInterrupt" not in err and "Aborted!" not in err and "Traceback" not in err
     assert "succeeded" not in out
     assert r.keys("greenq-demo-*") == []
+
+
+SLOW_PROXY = """
+import socket, sys, threading, time
+target = int(sys.argv[1])
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+
+def pipe(src, dst):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+
+while True:
+    conn, _ = server.accept()
+    print("accepted", flush=True)
+    time.sleep(2)  # a Redis slow to answer its first command
+    upstream = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+"""
+
+
+def test_ctrl_c_during_run_s_first_ping_stops_it_even_when_the_ping_then_works(
+        redis_server, namespace, tmp_path):
+    proxy = subprocess.Popen([sys.executable, "-u", "-c", SLOW_PROXY, str(redis_server.port)],
+                             stdout=subprocess.PIPE, text=True)
+    log_path = tmp_path / "run.log"
+    try:
+        port = int(proxy.stdout.readline())
+        worker = start_run([os.path.join(TASKS, "proc_outcome.py"), "--namespace", namespace,
+                            "--redis-url", f"redis://127.0.0.1:{port}/0"], log_path)
+        try:
+            assert proxy.stdout.readline().strip() == "accepted"
+            time.sleep(0.5)  # its PING is on the way; the answer comes 1.5 s later
+            worker.send_signal(signal.SIGINT)
+            status = worker.wait(30)
+        finally:
+            stop(worker)
+    finally:
+        stop(proxy)
+
+    output = log_path.read_text()
+    assert status == 130, output
+    assert "SIGINT while waiting for Redis: stopping" in output
+    assert "greenq running" not in output
