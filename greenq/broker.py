@@ -281,6 +281,18 @@ class Broker:
         return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
                 "failed": failed, "locked_resources": locked}
 
+    def ping(self) -> None:
+        """Raise what redis-py raises when Redis does not answer."""
+        self.shared.ping()
+
+    def queue_exists(self) -> bool:
+        """Whether this queue was ever used: a submitted job or a worker's
+        first call leaves at least one of its fixed keys behind (`counts`
+        and `clock` stay for good). One EXISTS, no scan of the keyspace."""
+        k = self.keys
+        return self.shared.exists(k.pending, k.handoff, k.locks, k.counts, k.failed, k.procs,
+                                  k.beats, k.clock) > 0
+
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
         if not ids:

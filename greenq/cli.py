@@ -1,15 +1,30 @@
 """The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
 Redis at that address, or refusing the password) or another runtime
 failure; 2 bad usage or input (click's own, bad JSON, bad task file); 3
-worker children kept dying at boot."""
+worker children kept dying at boot; 130 interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
 import sys
 
+# The options the group takes before the sub-command's name, with a value.
+_GROUP_VALUE_OPTIONS = ("--redis-url", "--namespace", "--queue")
+
+
+def _sub_command(argv: list[str]) -> str | None:
+    """The sub-command's name in `argv`, past the common options before it."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GROUP_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 # `greenq run` and `greenq demo` run greenlets: patch before anything else
 # imports socket, ssl or threading's locks.
-if len(sys.argv) > 1 and sys.argv[1] in ("run", "demo"):
+if _sub_command(sys.argv[1:]) in ("run", "demo"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -27,21 +42,48 @@ from .errors import GreenQError, ParamsError, TaskDefinitionError  # noqa: E402
 log = logging.getLogger("greenq.cli")
 
 EXIT_RUNTIME, EXIT_USAGE, EXIT_BOOT = 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C stopped
+
+
+# The common options: option, parameter, environment variables, default, help.
+COMMON_OPTIONS = (
+    ("--redis-url", "redis_url", ("GREENQ_REDIS_URL", "REDIS_URL"), config.DEFAULT_REDIS_URL,
+     "redis://, rediss:// or unix:// URL"),
+    ("--namespace", "namespace", ("GREENQ_NAMESPACE",), config.DEFAULT_NAMESPACE, "Key prefix"),
+    ("--queue", "queue_id", ("GREENQ_QUEUE",), config.DEFAULT_QUEUE_ID, "Queue id on that Redis"),
+)
+
+
+def _variables(names) -> str:
+    return ", ".join("$" + name for name in names)
+
+
+def group_options(group):
+    """The common options before the sub-command's name (`greenq --namespace
+    x stats`); they, then the environment, then the defaults fill in those
+    not given after it."""
+    for option, name, variables, default, text in reversed(COMMON_OPTIONS):
+        group = click.option(option, name, envvar=list(variables), default=default,
+                             show_default=True,
+                             help=f"{text} (also {_variables(variables)}); the same option "
+                                  "after the sub-command wins.")(group)
+    return group
 
 
 def common_options(command):
-    """--redis-url/--namespace/--queue, after every sub-command's name."""
-    command = click.option("--queue", "queue_id", default=config.DEFAULT_QUEUE_ID, show_default=True,
-                           help="Queue id on that Redis.")(command)
-    command = click.option("--namespace", default=config.DEFAULT_NAMESPACE, show_default=True,
-                           help="Key prefix.")(command)
-    command = click.option("--redis-url", envvar=["GREENQ_REDIS_URL", "REDIS_URL"],
-                           default=config.DEFAULT_REDIS_URL, show_default=True,
-                           help="redis://, rediss:// or unix:// URL "
-                                "(also $GREENQ_REDIS_URL, $REDIS_URL).")(command)
+    """--redis-url/--namespace/--queue after the sub-command's name; those not
+    given there come from before it, the environment, or the defaults."""
+    for option, name, variables, default, text in reversed(COMMON_OPTIONS):
+        command = click.option(option, name, default=None,
+                               help=f"{text} (also before the sub-command, or "
+                                    f"{_variables(variables)}).  [default: {default}]")(command)
 
     @functools.wraps(command)
     def guarded(*args, **kwargs):
+        before = click.get_current_context().find_root().params
+        for _, name, *_ in COMMON_OPTIONS:
+            if kwargs[name] is None:
+                kwargs[name] = before[name]
         return _one_line_errors(command, *args, **kwargs)
     return guarded
 
@@ -88,15 +130,50 @@ def _one_line_errors(command, *args, **kwargs):
         sys.exit(EXIT_RUNTIME)
 
 
+def count(number: int, noun: str) -> str:
+    """"1 job", "2 jobs": a count with its noun."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def make_queue(redis_url, namespace, queue_id, **kwargs):
     from .queue import GreenQueue
 
     return GreenQueue(redis_url=redis_url, namespace=namespace, queue_id=queue_id, **kwargs)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def existing_queue(redis_url, namespace, queue_id):
+    """A queue to read or administer; a one-line note on stderr when it was
+    never used, the usual sign of a mistyped --namespace or --queue (whose
+    counts would otherwise read as an idle queue)."""
+    queue = make_queue(redis_url, namespace, queue_id)
+    if not queue.broker.queue_exists():
+        click.echo(f"greenq: note: queue {queue_id!r} of namespace {namespace!r} at "
+                   f"{config.describe(queue.connection)} has never been used (no job, no worker); "
+                   "check --namespace and --queue", err=True)
+    return queue
+
+
+class Group(click.Group):
+    """click's group, but Ctrl-C exits 130 without click's "Aborted!"."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            pass
+        except click.Abort as exc:  # a prompt turns Ctrl-C into Abort
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+        if sys.stderr.isatty():
+            click.echo(err=True)  # end the line the terminal's ^C is on
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="greenq")
-def main():
+@group_options
+def main(redis_url, namespace, queue_id):
     """greenq: a distributed job queue for gevent, backed by Redis.
 
     Jobs name a task and a resource; jobs of one resource run one at a time,
@@ -114,21 +191,32 @@ def main():
               default=config.DEFAULT_FLUSH_STALE_TIMEOUT, show_default=True,
               help="At most this many seconds between scans for dead jobs.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
-              show_default=True)
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-              case_sensitive=False), default="INFO", show_default=True)
+              show_default=True,
+              help="Params encoding of jobs submitted through this queue; workers read either.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+              case_sensitive=False), default="info", show_default=True,
+              help="Lowest level logged to stderr (any case).")
+@click.option("--wait-for-redis", "redis_wait", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="While Redis cannot be reached at start, try again (with back-off) for this "
+                   "long before exiting with status 1; 0: exit at once.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="After SIGTERM/SIGINT, give jobs still running after this long back to the "
+                   "queue, then exit 0 (set it under the SIGKILL grace of Docker or Kubernetes). "
+                   "Default: wait for them.")
 @common_options
 def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer, log_level,
-        redis_url, namespace, queue_id):
+        redis_wait, graceful_timeout, redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
-    SIGTERM/SIGINT  graceful: stop fetching, running jobs finish, exit 0
+    SIGTERM/SIGINT  graceful: stop fetching, running jobs finish (those
+                    still running after --graceful-timeout go back), exit 0
     again           stop now: running jobs go back to the queue
     SIGHUP          replace children one by one, re-importing the tasks
     SIGTTIN/SIGTTOU one child more / less
     """
-    from .runner import run_until_signalled
+    from .runner import run_until_signalled, wait_for_redis
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `greenq run tasks` finds ./tasks.py, as `python -m` does
@@ -140,23 +228,42 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
                        serializer=serializer)
     for spec in tasks:
         queue.register_task(spec)
-    sys.exit(run_until_signalled(queue))
+    stopped = wait_for_redis(queue, redis_wait)
+    sys.exit(stopped if stopped is not None else run_until_signalled(queue, graceful_timeout))
+
+
+def _params(argument: str):
+    """--params: JSON, or @FILE / - (stdin) holding JSON, as curl's -d takes."""
+    where = "--params"
+    if argument == "-":
+        where, argument = "--params - (stdin)", sys.stdin.read()
+    elif argument.startswith("@"):
+        where, path = f"--params {argument}", argument[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                argument = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParamsError(f"--params: cannot read {path}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return json.loads(argument)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{where} is not valid JSON: {exc}") from None
 
 
 @main.command()
 @click.argument("task_id")
 @click.option("--resource", default=None, help="Resource id: its jobs run one at a time, in order.")
-@click.option("--params", default="null", show_default=True, help="Params as JSON.")
-@click.option("--retries", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--params", default="null", show_default=True,
+              help="Params as JSON, or @FILE to read them from a file, or - from stdin.")
+@click.option("--retries", type=click.IntRange(0), default=0, show_default=True,
+              help="How many times a failed job is tried again before it goes to the failed queue.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
-              show_default=True)
+              show_default=True, help="Encoding of the params in Redis (workers read either).")
 @common_options
 def submit(task_id, resource, params, retries, serializer, redis_url, namespace, queue_id):
     """Submit one job; prints its id."""
-    try:
-        decoded = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"--params is not valid JSON: {exc}") from None
+    decoded = _params(params)
     queue = make_queue(redis_url, namespace, queue_id, serializer=serializer)
     click.echo(queue.submit_job(task_id, resource_id=resource, params=decoded, retries=retries))
 
@@ -166,7 +273,7 @@ def submit(task_id, resource, params, retries, serializer, redis_url, namespace,
 @common_options
 def stats(as_json, redis_url, namespace, queue_id):
     """Counts of pending, active, waiting and failed jobs."""
-    numbers = make_queue(redis_url, namespace, queue_id).stats()
+    numbers = existing_queue(redis_url, namespace, queue_id).stats()
     if as_json:
         click.echo(json.dumps(numbers))
     else:
@@ -180,53 +287,84 @@ def failed():
 
 
 @failed.command("list")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
+              help="Failed jobs listed at most (the oldest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Each job's whole traceback, not only the error's last line.")
 @common_options
-def failed_list(limit, as_json, redis_url, namespace, queue_id):
+def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
     """Failed jobs, oldest first."""
-    for job in make_queue(redis_url, namespace, queue_id).failed_jobs(limit):
+    jobs = existing_queue(redis_url, namespace, queue_id).failed_jobs(limit)
+    if not jobs and not as_json:
+        click.echo("no failed jobs")
+    for job in jobs:
         if as_json:
             params = job.params if not isinstance(job.params, bytes) else repr(job.params)
             click.echo(json.dumps({"id": job.id, "task_id": job.task_id,
                                    "resource_id": job.resource_id, "params": params,
                                    "retries": job.retries, "attempts": job.attempts,
                                    "error": job.error}, default=repr))
+            continue
+        error = (job.error or "").strip().splitlines()
+        header = f"{job.id}  {job.task_id}  resource={job.resource_id}  attempts={job.attempts}"
+        if verbose:
+            click.echo(header)
+            for line in error:
+                click.echo("    " + line)
         else:
-            last_line = (job.error or "").strip().splitlines()[-1:] or [""]
-            click.echo(f"{job.id}  {job.task_id}  resource={job.resource_id}  "
-                       f"attempts={job.attempts}  {last_line[0]}")
+            click.echo(f"{header}  {error[-1] if error else ''}")
 
 
 @failed.command("retry")
 @common_options
 def failed_retry(redis_url, namespace, queue_id):
     """Move every failed job back to the queue."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).retry_failed_jobs()} jobs retried")
+    retried = existing_queue(redis_url, namespace, queue_id).retry_failed_jobs()
+    click.echo(f"{count(retried, 'job')} retried")
 
 
 @failed.command("delete")
+@click.option("-y", "--yes", is_flag=True,
+              help="Delete without asking (needed when no terminal is attached).")
 @common_options
-def failed_delete(redis_url, namespace, queue_id):
-    """Delete every failed job."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).delete_failed_jobs()} jobs deleted")
+def failed_delete(yes, redis_url, namespace, queue_id):
+    """Delete every failed job, after a yes at the terminal (or --yes)."""
+    if not yes and not sys.stdin.isatty():
+        click.echo("greenq: failed delete deletes every failed job and no terminal is attached "
+                   "to ask: give --yes", err=True)
+        sys.exit(EXIT_USAGE)
+    queue = existing_queue(redis_url, namespace, queue_id)
+    if not yes:
+        failed_now = queue.stats()["failed"]
+        if failed_now == 0:
+            click.echo("no failed jobs")
+            return
+        if not click.confirm(f"Delete the {count(failed_now, 'failed job')} of queue "
+                             f"{queue_id!r} in namespace {namespace!r}?", err=True):
+            click.echo("greenq: nothing deleted", err=True)
+            sys.exit(EXIT_RUNTIME)
+    click.echo(f"{count(queue.delete_failed_jobs(), 'job')} deleted")
 
 
 @main.command("flush-stale")
 @common_options
 def flush_stale(redis_url, namespace, queue_id):
     """Reclaim jobs whose process stopped heartbeating (retry or fail them)."""
-    click.echo(f"{make_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()} stale jobs flushed")
+    flushed = existing_queue(redis_url, namespace, queue_id).force_flush_stale_jobs()
+    click.echo(f"{count(flushed, 'stale job')} flushed")
 
 
 @main.command()
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="Running jobs and locked resources listed at most, of each.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @common_options
 def inspect(limit, as_json, redis_url, namespace, queue_id):
-    """Running jobs (process, task, resource, age, last heartbeat) and locked
-    resources with how many jobs wait behind each."""
-    report = make_queue(redis_url, namespace, queue_id).broker.inspect(limit)
+    """Running jobs, oldest first (process, task, resource, age, last
+    heartbeat), and locked resources with how many jobs wait behind each."""
+    report = existing_queue(redis_url, namespace, queue_id).broker.inspect(limit)
+    report["running"].sort(key=lambda job: -job["age"])  # oldest first: the likeliest stuck
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -241,10 +379,15 @@ def inspect(limit, as_json, redis_url, namespace, queue_id):
 
 
 @main.command()
-@click.option("--jobs", type=click.IntRange(1), default=10_000, show_default=True)
-@click.option("--resources", type=click.IntRange(1), default=100, show_default=True)
-@click.option("-c", "--children", type=click.IntRange(1), default=2, show_default=True)
-@click.option("-w", "--workers", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--jobs", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Jobs to submit.")
+@click.option("--resources", type=click.IntRange(1), default=100, show_default=True,
+              help="Resources the jobs are spread over; each runs its jobs one at a time.")
+@click.option("-c", "--children", type=click.IntRange(1), default=2, show_default=True,
+              help="Worker child processes.")
+@click.option("-w", "--workers", type=click.IntRange(1), default=None,
+              help="Concurrent jobs per child.  [default: resources / children, rounded up: "
+                   "no more jobs can run at once]")
 @click.option("--install-redis/--no-install-redis", default=True, show_default=True,
               help="Install redis-server with apt-get when none is reachable or installed.")
 @common_options
@@ -256,8 +399,11 @@ def demo(jobs, resources, children, workers, install_redis, redis_url, namespace
     keys when it ends)."""
     from .demo import run_demo
 
-    if click.get_current_context().get_parameter_source("namespace") is \
-            click.core.ParameterSource.DEFAULT:
+    if workers is None:
+        workers = -(-resources // children)  # more would idle: a resource runs one job at a time
+    ctx = click.get_current_context()
+    if ctx.params["namespace"] is None and ctx.find_root().get_parameter_source("namespace") \
+            is click.core.ParameterSource.DEFAULT:
         namespace = None  # not given: a fresh namespace, not everyone's default one
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -63,6 +64,11 @@ class ThrowawayRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """"1 job", "2 jobs", "1 child", "2 children"."""
+    return f"{number:,} {singular if number == 1 else plural or singular + 's'}"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -103,6 +109,12 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
     queue.on("job_success", lambda job: finished.__setitem__("ok", finished["ok"] + 1))
     queue.on("job_fail", lambda job: finished.__setitem__("failed", finished["failed"] + 1)
              or log.warning("job %s failed: %s", job.id, job.error))
+    # Ctrl-C is raised here, in the main greenlet, where the finally below
+    # cleans up; Python's own handler may raise it in gevent's hub, which
+    # prints it before passing it on.
+    main = gevent.getcurrent()
+    interrupt = gevent.signal_handler(
+        signal.SIGINT, lambda: gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt))
     try:
         queue.start()
         started = time.monotonic()
@@ -115,33 +127,38 @@ def run_demo(jobs: int, resources: int, children: int, workers: int, install_red
             while True:
                 gevent.sleep(0.25)
                 stats = queue.stats()
-                elapsed = time.monotonic() - started
                 bar.n = finished["ok"] + finished["failed"]
-                bar.set_postfix(jobs_s=f"{bar.n / elapsed:,.0f}", running=stats["active"],
-                                waiting=stats["waiting"], failed=stats["failed"], refresh=False)
-                bar.refresh()
+                bar.set_postfix(running=stats["active"], waiting=stats["waiting"],
+                                failed=stats["failed"], refresh=False)
                 # Redis has the final word: an event can die with a killed child.
                 if bar.n >= jobs or not any(stats[k] for k in ("pending", "active", "waiting")):
-                    break
+                    break  # closing the bar draws it, once
+                bar.refresh()
         elapsed = time.monotonic() - started
         queue.shutdown()
         check = redis.Redis.from_url(redis_url)
         latencies = [float(x) * 1000 for x in check.lrange(prefix + "latency", 0, -1)]
         overlaps = int(check.get(prefix + "overlaps") or 0)
-        click.echo(f"\n{jobs:,} jobs over {resources} resources, {children} children x {workers} "
-                   f"workers, in {elapsed:.2f}s: {jobs / elapsed:,.0f} jobs/s")
+        click.echo(f"\n{count(jobs, 'job')} over {count(resources, 'resource')}, "
+                   f"{count(children, 'child', 'children')} x {count(workers, 'worker')}, "
+                   f"in {elapsed:.2f}s: {jobs / elapsed:,.0f} jobs/s")
         click.echo(f"succeeded {finished['ok']:,}, failed {finished['failed']:,}")
-        click.echo("submit-to-start ms (mostly waiting behind busy resources): " + ", ".join(
+        click.echo("submit-to-start ms: " + ", ".join(
             f"p{int(p * 100)} {percentile(latencies, p):.1f}" for p in (0.5, 0.9, 0.99, 1.0)))
+        click.echo(f"  (from submit until the job began, waiting behind busy resources included:\n"
+                   f"  {'all ' if jobs > 1 else ''}{count(jobs, 'job')} submitted at once, and "
+                   f"each resource runs its ~{max(1, round(jobs / resources)):,} one at a time)")
         if overlaps == 0 and len(latencies) == jobs:
-            click.echo(f"resource lock: checked on all {jobs:,} jobs, no resource ever ran "
+            every = f"all {jobs:,} jobs" if jobs > 1 else "the 1 job"
+            click.echo(f"resource lock: checked on {every}, no resource ever ran "
                        "two jobs at once")
         else:
             click.echo(f"resource lock VIOLATED: {overlaps} overlapping starts "
-                       f"({len(latencies)} of {jobs} jobs recorded)")
+                       f"({len(latencies)} of {count(jobs, 'job')} recorded)")
             return 1
         return 0 if finished["failed"] == 0 else 1
     finally:
+        interrupt.cancel()
         queue.shutdown(timeout=5)
         try:
             cleanup = redis.Redis.from_url(redis_url)

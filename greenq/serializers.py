@@ -62,7 +62,7 @@ def _check(value: Any, allow_bytes: bool, depth: int) -> None:
             raise _Refused(f"nested deeper than {_MAX_DEPTH} levels")
         for key, item in value.items():
             if type(key) is not str:
-                raise _Refused(f"key {key!r} is a {type(key).__name__}; keys must be str")
+                raise _Refused(f"key {key!r} is {_a(type(key).__name__)}; keys must be str")
             try:
                 _check(key, allow_bytes, depth + 1)
             except _Refused as refused:
@@ -88,7 +88,12 @@ def _check(value: Any, allow_bytes: bool, depth: int) -> None:
         carried = "None, bool, int, float, str, list, tuple, dict"
         if allow_bytes:
             carried += ", bytes"
-        raise _Refused(f"a {kind.__name__} cannot be carried (only {carried})")
+        raise _Refused(f"{_a(kind.__name__)} cannot be carried (only {carried})")
+
+
+def _a(name: str) -> str:
+    """A type's name with its article: "an int", "a set", "a UUID"."""
+    return ("an " if name[:1].lower() in "aeio" else "a ") + name
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

@@ -22,12 +22,23 @@ UNREACHABLE = "redis://127.0.0.1:1/0"
 SECRET = "Sup3rS3cretPw"
 
 
-def greenq(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `greenq ARGS`; $GREENQ_REDIS_URL/$REDIS_URL only when `env` sets them."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("GREENQ_REDIS_URL", "REDIS_URL")}
+ENV_SETTINGS = ("GREENQ_REDIS_URL", "REDIS_URL", "GREENQ_NAMESPACE", "GREENQ_QUEUE")
+
+
+def clean_env(env: dict | None = None) -> dict:
+    """This environment without greenq's settings, plus `env`."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ENV_SETTINGS}
     full_env.update(env or {})
-    return subprocess.run(GREENQ + list(args), capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    return full_env
+
+
+def greenq(*args: str, env: dict | None = None, timeout: float = 60,
+           input: str | None = None) -> subprocess.CompletedProcess:
+    """Run `greenq ARGS`; greenq's environment variables only when `env` sets
+    them; stdin is `input`, or empty (never the terminal pytest runs on)."""
+    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(GREENQ + list(args), capture_output=True, text=True, env=clean_env(env),
+                          timeout=timeout, **stdin)
 
 
 @pytest.fixture
@@ -192,14 +203,14 @@ def test_failed_retry_puts_failed_jobs_back_on_the_queue(common, make_queue, r, 
     prefix = prefix_of(namespace)
     assert r.llen(prefix + "failed") == 0
     assert sorted(r.lrange(prefix + "pending", 0, -1)) == sorted(i.encode() for i in ids)
-    assert greenq("failed", "list", *common).stdout == ""
+    assert greenq("failed", "list", *common).stdout == "no failed jobs\n"
     assert greenq("failed", "retry", *common).stdout.strip() == "0 jobs retried"
 
 
 def test_failed_delete_removes_failed_jobs_and_their_records(common, make_queue, r, namespace):
     ids = fail_jobs(make_queue, 3)
 
-    result = greenq("failed", "delete", *common)
+    result = greenq("failed", "delete", "--yes", *common)
 
     assert result.returncode == 0
     assert result.stdout.strip() == "3 jobs deleted"
@@ -300,8 +311,8 @@ def test_inspect_on_an_idle_queue_shows_nothing_running_and_nothing_locked(commo
 
 COMMANDS = [
     ["stats"], ["stats", "--json"], ["submit", "proc.outcome"], ["failed", "list"],
-    ["failed", "retry"], ["failed", "delete"], ["flush-stale"], ["inspect"],
-    ["run", os.path.join(TASKS, "proc_outcome.py")],
+    ["failed", "retry"], ["failed", "delete", "--yes"], ["flush-stale"], ["inspect"],
+    ["run", os.path.join(TASKS, "proc_outcome.py"), "--wait-for-redis", "0"],
 ]
 
 
@@ -476,7 +487,7 @@ def test_the_right_password_works_and_never_appears_in_the_output_of_any_command
     call("failed", "list", "--json")
     call("flush-stale")
     call("failed", "retry")
-    call("failed", "delete")
+    call("failed", "delete", "--yes")
 
     assert "greenq running" in outputs[-9]
     assert "ValueError: asked to fail: on purpose" in outputs[-5]

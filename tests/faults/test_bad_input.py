@@ -231,7 +231,7 @@ SUBMIT_ERRORS = {
     # case: (params, pattern the ParamsError message must contain)
     "set deep inside": ({"a": [1, {"b": {1, 2}}]}, r"params\['a'\]\[1\]\['b'\]: a set cannot be carried"),
     "datetime": ({"when": datetime.datetime(2024, 5, 1)}, r"\['when'\]: a datetime"),
-    "int key": ({"ok": 1, 7: "x"}, r"key 7 is a int; keys must be str"),
+    "int key": ({"ok": 1, 7: "x"}, r"key 7 is an int; keys must be str"),
     "int over 64 bits": ([2**64], r"18446744073709551616 does not fit in 64 bits"),
     "int under -2**63": ({"n": -(2**63) - 1}, r"does not fit in 64 bits"),
     "nan": ({"x": [float("nan")]}, r"nan is not a finite number"),
