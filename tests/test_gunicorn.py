@@ -214,8 +214,8 @@ def test_jobs_still_running_at_the_graceful_timeout_go_back_to_the_queue_before_
     assert_no_kill_and_all_formatted(server)
     # greenq's own warning, in gunicorn's format, from each worker
     warned = {pid for pid, level, msg in server.lines()
-              if level == "WARNING" and msg == "shutdown timeout: giving 4 running jobs back "
-                                               "to the queue"}
+              if level == "WARNING" and msg == "shutdown timeout (3 s) passed: giving 4 running "
+                                               "jobs back to the queue"}
     assert warned == workers, server.output()
 
 

@@ -191,7 +191,7 @@ def test_greenq_run_with_children_and_the_cli_work_over_tls(tls_server, runs, na
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) == 3
     assert {json.loads(line)["id"] for line in listed.stdout.splitlines()} < set(ids)
-    assert greenq("failed", "delete", *common).stdout.strip() == "3 jobs deleted"
+    assert greenq("failed", "delete", "--yes", *common).stdout.strip() == "3 jobs deleted"
     assert run.stop() == 0, run.log()
     assert "Traceback" not in run.log()
 
@@ -360,7 +360,7 @@ def test_an_acl_user_runs_child_workers_and_every_cli_command(acl, runs, namespa
     assert len(cli("failed", "list").splitlines()) == 2
     assert cli("failed", "retry").strip() == "2 jobs retried"
     wait_until(lambda: json.loads(cli("stats", "--json"))["failed"] == 2, timeout=60, interval=0.5)
-    assert cli("failed", "delete").strip() == "2 jobs deleted"
+    assert cli("failed", "delete", "--yes").strip() == "2 jobs deleted"
     assert cli("flush-stale").strip() == "0 stale jobs flushed"
     cli("stats")
 
@@ -544,7 +544,7 @@ def test_a_password_never_appears_in_cli_output(acl, secret_user, namespace, run
         url = f"redis://{secret_user}:{SECRET}@127.0.0.1:{free_port()}/0"
     common = ["--redis-url", url, "--namespace", namespace]
     for command in (["stats"], ["stats", "--json"], ["submit", "proc.outcome"], ["failed", "list"],
-                    ["failed", "retry"], ["failed", "delete"], ["flush-stale"], ["inspect"]):
+                    ["failed", "retry"], ["failed", "delete", "--yes"], ["flush-stale"], ["inspect"]):
         result = greenq(*command, *common)
         assert result.returncode == 1, (command, result.stderr)
         failure = "authentication failed" if where == "wrong-password" else "cannot reach Redis"
@@ -620,7 +620,7 @@ def test_a_password_never_appears_in_debug_logs_of_normal_operation_and_an_outag
     children = wait_until(lambda: child_pids(run.process.pid), timeout=30)
     outputs += [command_line(pid) for pid in children]
     for command in (["failed", "list"], ["failed", "list", "--json"], ["failed", "retry"],
-                    ["failed", "delete"]):
+                    ["failed", "delete", "--yes"]):
         result = greenq(*command, *common)
         assert result.returncode == 0, result.stderr
         outputs += [result.stdout, result.stderr]
