@@ -11,6 +11,7 @@ sleeps, cooperatively), first (how long the first run sleeps instead),
 fail_first (the first run raises after its "start" line, writing
 "<n> <pid> fail <run>" instead of "end")."""
 import os
+import runpy
 
 import gevent
 
@@ -18,12 +19,7 @@ id = "fault.log"
 timeout = 1.0
 
 
-def _append(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+_append = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["append_line"]
 
 
 def _runs_so_far(path, n):

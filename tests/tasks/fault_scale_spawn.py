@@ -6,18 +6,14 @@ params["child"] picks what the spawned greenlet does after params["delay"]
 seconds: "finish" (log and end), "raise" (ValueError), "exit"
 (SystemExit), "sleep" (outlive everything: sleep an hour)."""
 import os
+import runpy
 
 import gevent
 
 id = "fault.scale.spawn"
 
 
-def _record(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+_record = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["append_line"]
 
 
 def _child(params):

@@ -1,6 +1,7 @@
 """Sleeps `seconds`, appending "<n> start" and "<n> end" to the file `log`
 (O_APPEND, so every run shows, whatever happens to Redis)."""
 import os
+import runpy
 
 import gevent
 
@@ -8,12 +9,7 @@ id = "fault.stall"
 timeout = 1.0
 
 
-def _append(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+_append = runpy.run_path(os.path.join(os.path.dirname(__file__), "_shared.py"))["append_line"]
 
 
 def perform(params):
