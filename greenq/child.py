@@ -45,7 +45,8 @@ def main() -> None:
     children = config["children"]  # SIGTTIN/SIGTTOU change it; the master tells us
 
     def title(state: str) -> None:
-        set_title(f"greenq: worker {config['index']}/{children} [{config['queue_id']}] {state}")
+        set_title(f"greenq: worker {config['index']}/{children} "
+                  f"[{config['namespace']}:{config['queue_id']}] {state}")
 
     title("booting")
     from .queue import GreenQueue

@@ -135,7 +135,9 @@ class Master:
     def _show_count(self) -> None:
         """Put the number of children in every process title: the master's,
         and each child's `worker i/n` (children are told over their link)."""
-        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        q = self.queue
+        set_title(f"greenq: master [{q.namespace}:{q.queue_id}] {self.count} "
+                  f"{'child' if self.count == 1 else 'children'}")
         for child in self.children.values():
             child.link.send("children", self.count)
 
