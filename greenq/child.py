@@ -58,6 +58,7 @@ def main() -> None:
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"])
         queue._exit_when_stuck = True
+        queue._role = "child"
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

@@ -98,6 +98,9 @@ class GreenQueue:
         # Set by greenq.child: a job overrunning its time limit on a blocked
         # hub ends the process (the master replaces it).
         self._exit_when_stuck = False
+        # "worker" runs jobs in this process (or is a master); greenq.child
+        # sets "child": its master already checked the server and said so.
+        self._role = "worker"
         self._redis_run_id: str | None = None
         self._state = "new"
 
@@ -187,10 +190,12 @@ class GreenQueue:
             info = self.broker.shared.info("server")
             self._redis_run_id = info.get("run_id")
             warning = lua_flaw_warning(info)
-            if warning:
+            if warning and self._role != "child":
                 log.warning(warning)
         except redis.ResponseError:  # INFO may be forbidden to this ACL user
             pass
+        if self._role == "child":
+            return  # said once by the master, not again by each child and each restart
         try:
             reply = self.broker.shared.config_get("maxmemory-policy")
         except redis.ResponseError:  # so may CONFIG; nothing to warn about then
