@@ -41,6 +41,7 @@ def main() -> None:
     sys.path[:0] = [p for p in config.get("sys_path", []) if p not in sys.path]
     logging.basicConfig(level=config["log_level"], stream=sys.stderr,
                         format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("greenq.jobs").setLevel(config.get("job_log_level", config["log_level"]))
     link = Link(socket.socket(fileno=config["fd"]))
     children = config["children"]  # SIGTTIN/SIGTTOU change it; the master tells us
 

@@ -11,7 +11,7 @@ from typing import Callable
 import gevent
 import gevent.event
 
-from . import config
+from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
@@ -196,7 +196,7 @@ class Committer:
             handlers.append(lambda result: None)
         if flush:
             calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
-            handlers.append(self.after_flush)
+            handlers.append(lambda rows: self.after_flush(rows, log_lines=True))
         if not calls:
             return True
         try:
@@ -235,35 +235,50 @@ class Committer:
             "nothing was changed in Redis"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
+        logged = joblog.enabled(joblog.INFO)  # once per batch: free when off
         for job, code in zip(jobs, codes):
             if code == Outcome.DONE:
                 self._resending.discard(job.id)
+                if logged:
+                    joblog.succeeded(job)
                 self.emit("job_success", job)
             else:
                 self._lost(job, code, "succeeded")
 
     def _after_fail(self, failed: list, codes: list[int]) -> None:
+        retries_logged = joblog.enabled(joblog.INFO)
+        failures_logged = joblog.enabled(joblog.WARNING)
         for (job, error, _final), code in zip(failed, codes):
             if code == Outcome.DONE or code == Outcome.RETRIED:
                 self._resending.discard(job.id)
                 job.error = error
                 if code == Outcome.RETRIED:
                     job.retries -= 1
+                    if retries_logged:
+                        joblog.retrying(job)
                     self.emit("job_retry", job)
                 else:
+                    if failures_logged:
+                        joblog.failed(job)
                     self.emit("job_fail", job)
             else:
                 self._lost(job, code, "failed")
 
     def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
+        logged = joblog.enabled(joblog.INFO)
         for job, code in zip(jobs, codes):
             if code == Outcome.DONE:
                 self._resending.discard(job.id)
+                if logged:
+                    joblog.given_back(job)
             else:
                 self._lost(job, code, "was given back")
 
-    def after_flush(self, rows: list) -> int:
-        """Emit job_retry / job_fail for each job a stale flush reclaimed."""
+    def after_flush(self, rows: list, log_lines: bool = False) -> int:
+        """Emit job_retry / job_fail for each job a stale flush reclaimed;
+        `log_lines`: and log each (a worker's periodic flush; an explicit
+        force_flush_stale_jobs() reports by its return value and events)."""
+        logged = log_lines and rows and joblog.enabled(joblog.WARNING)
         for start in range(0, len(rows), ROW):
             row = rows[start:start + ROW]
             try:
@@ -273,5 +288,7 @@ class Committer:
                 if job is None:
                     continue
             job.token = ""
+            if logged:
+                joblog.found_dead(job, retried=row[1] == b"retry")
             self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)
         return len(rows) // ROW

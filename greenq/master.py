@@ -93,6 +93,8 @@ class Master:
             # children import tasks by name: give them the path this process found them on
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
             "log_level": logging.getLogger("greenq").getEffectiveLevel() or logging.WARNING,
+            # set apart: a busy queue silences its per-job lines alone (greenq/joblog.py)
+            "job_log_level": logging.getLogger("greenq.jobs").getEffectiveLevel(),
         }
 
     def subscriptions(self) -> list[str]:

@@ -18,7 +18,7 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from . import config
+from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
 from .committer import Committer
 from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTaskError,
@@ -144,6 +144,8 @@ class Worker:
             # (a BLMOVE returns at once if jobs arrived meanwhile) instead of
             # a fetch that would likely find nothing and cost a round trip.
             queue_was_empty = len(rows) < free * ROW
+            if rows and joblog.enabled(joblog.DEBUG):  # once per batch: free when off
+                joblog.started(rows)
             for start in range(0, len(rows), ROW):
                 self._start_job(rows[start:start + ROW])
             if rows:
@@ -200,13 +202,17 @@ class Worker:
             limit = gevent.Timeout(task.time_limit, TimeLimitExceeded(
                 f"job {job.id} ({job.task_id}) ran longer than its time limit of {task.time_limit:g} s"))
             limit.start()
+        began = time.monotonic()
         try:
             task.perform(job.params)
         except WorkerShutdown:
+            job.duration = time.monotonic() - began
             self.committer.give_back(job)
         except BaseException:  # SystemExit, KeyboardInterrupt, GreenletExit too: a failed job
+            job.duration = time.monotonic() - began
             self.committer.failed(job, traceback.format_exc())
         else:
+            job.duration = time.monotonic() - began
             job.error = None
             self.committer.succeeded(job)
         finally:
