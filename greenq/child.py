@@ -59,7 +59,7 @@ def main() -> None:
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"])
         queue._exit_when_stuck = True
-        queue._role = "child"
+        queue._about = {"role": "child", "index": config["index"], "master": os.getppid()}
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

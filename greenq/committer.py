@@ -90,8 +90,9 @@ class Committer:
 
     def stop(self, deadline: float | None = None) -> int | None:
         """Commit everything still buffered, then stop (forgetting this process
-        in Redis if it holds no job any more). Does nothing if it never
-        started (the process' start() failed first). `deadline`
+        in Redis if it holds no job any more, and in the registry of live
+        workers). Does nothing if it never started (the process' start()
+        failed first). `deadline`
         (time.monotonic()): stop waiting for Redis then, and leave what is
         not written to the stale flush. Returns how many jobs Redis says this
         process still holds, None when unknown."""
@@ -108,8 +109,9 @@ class Committer:
         held = None
         timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         timer.start()
+        self.broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
         try:
-            held, _now = self.broker.heartbeat(self.process_id, self.client)
+            held, _now = self.broker.heartbeat(self.process_id, self.client, leaving=True)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
