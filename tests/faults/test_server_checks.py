@@ -25,6 +25,8 @@ def test_lua_flaw_warning_names_the_fixed_releases_for_flawed_versions_only(vers
     assert (warning is not None) == flawed
     if flawed:
         assert "CVE-2025-49844" in warning and "7.2.11" in warning and version in warning
+        assert "distributions' builds may carry the fix" in warning
+        assert "\n" not in warning  # one log line, as gunicorn's format and the demo's bar need
 
 
 def test_start_warns_about_the_running_servers_lua_flaw(make_queue, r, caplog):
