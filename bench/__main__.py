@@ -74,6 +74,9 @@ def parse_args(argv):
     parser.add_argument("--json", metavar="FILE", help="write the figures here (shared schema)")
     parser.add_argument("--quick", action="store_true", help="small counts, for CI")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--job-log", action="store_true",
+                        help="keep greenq's per-job lines (greenq.jobs, INFO) on; off by default: "
+                             "the bench times the queue, and a line per job floods stderr")
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(MEASURE)
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.job_log:  # worker children inherit it (greenq/joblog.py)
+        logging.getLogger("greenq.jobs").setLevel(logging.WARNING)
     stop_on_sigterm()
     with contextlib.ExitStack() as stack:
         url = args.redis_url

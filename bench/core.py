@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", default=None)
     parser.add_argument("--quick", action="store_true", help="few jobs, for CI")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--job-log", action="store_true",
+                        help="keep greenq's per-job lines (greenq.jobs, INFO) on")
     args = parser.parse_args(argv)
     jobs = args.jobs if args.jobs is not None else (500 if args.quick else 20000)
     if jobs < 1 or args.workers < 1:
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sleep needs --task job")
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.job_log:
+        logging.getLogger("greenq.jobs").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         url = args.redis_url or stack.enter_context(ThrowawayRedis()).url
         ctx = Context(url, args.quick)

@@ -5,6 +5,7 @@ dedicated connection) they run on; the rest use a small shared pool."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from typing import Any, Iterable, Sequence, Union
@@ -31,6 +32,7 @@ REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 Client = Union[redis.Redis, ScriptChannel, None]
 
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
+_GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
 
 
 def _flag(value: bool) -> str:
@@ -54,6 +56,9 @@ class Broker:
         self.lanes = ChannelPool(connection, config.SHARED_POOL_SIZE)
         self.shared = redis.Redis(connection_pool=self.lanes)
         self.socket_timeout: float | None = connection.get("socket_timeout")
+        # What this process' heartbeats register it as (heartbeat.lua): its
+        # JSON once its worker started, "" before and after (Worker.start, stop).
+        self.registration = ""
 
     def channel(self, size: int = 1) -> redis.Redis:
         """A client with its own pool of `size` connections; callers wait for a
@@ -199,9 +204,13 @@ class Broker:
         return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), *groups))
 
-    def heartbeat_call(self, process_id: str) -> tuple:
+    def heartbeat_call(self, process_id: str, leaving: bool = False) -> tuple:
+        """`leaving`: also take the process out of the registry of live
+        workers (a clean stop); otherwise keep it there once registered."""
         k = self.keys
-        return ("heartbeat", (k.procs, k.beats, k.clock), (k.prefix, process_id, *_STALL_ARGS))
+        return ("heartbeat", (k.procs, k.beats, k.clock, k.workers, k.alive),
+                (k.prefix, process_id, *_STALL_ARGS, "-" if leaving else self.registration,
+                 _GONE_MS))
 
     def flush_stale_call(self, limit: int, forced: bool = False) -> tuple:
         """`forced`: reclaim even during the grace that follows a Redis stall
@@ -221,8 +230,8 @@ class Broker:
     def fail(self, process_id: str, groups: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.fail_call(process_id, groups))
 
-    def heartbeat(self, process_id: str, client: Client = None) -> list:
-        return self._run(client or self.shared, *self.heartbeat_call(process_id))
+    def heartbeat(self, process_id: str, client: Client = None, leaving: bool = False) -> list:
+        return self._run(client or self.shared, *self.heartbeat_call(process_id, leaving))
 
     def flush_stale(self, limit: int, client: Client = None) -> list:
         """A forced flush (see flush_stale_call)."""
@@ -272,14 +281,51 @@ class Broker:
         k = self.keys
         return self._run(self.shared, "delete_failed", (k.failed,), (k.prefix, limit))
 
+    def _now_ms(self) -> int:
+        seconds, micros = self.shared.time()
+        return seconds * 1000 + micros // 1000
+
     def stats(self) -> dict[str, int]:
         k = self.keys
+        live_since = self._now_ms() - _GONE_MS
         pipe = self.shared.pipeline(transaction=True)
         pipe.llen(k.pending).llen(k.handoff).llen(k.failed)
         pipe.hmget(k.counts, "active", "waiting").hlen(k.locks)
-        pending, handed_off, failed, (active, waiting), locked = pipe.execute()
+        # Live processes are few (the rest are pruned); ZRANGEBYSCORE rather
+        # than ZCOUNT keeps the documented ACL (docs/acl.md) as it was.
+        pipe.zrangebyscore(k.alive, live_since, "+inf")
+        pending, handed_off, failed, (active, waiting), locked, live = pipe.execute()
         return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
-                "failed": failed, "locked_resources": locked}
+                "failed": failed, "locked_resources": locked, "workers": len(live)}
+
+    def processes(self, now_ms: int, limit: int) -> list[dict]:
+        """The live worker processes (heard from within PROCESS_GONE_AFTER),
+        at most `limit`, by host and pid: what each registered (heartbeat.lua)
+        and how many jobs Redis says it holds now."""
+        client, k = self.shared, self.keys
+        seen = client.zrangebyscore(k.alive, now_ms - _GONE_MS, "+inf", start=0, num=limit,
+                                    withscores=True)
+        if not seen:
+            return []
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(k.workers, [proc for proc, _beat in seen])
+        for proc, _beat in seen:
+            pipe.zcard(k.owned(proc.decode()))
+        about, *busy = pipe.execute()
+        processes = []
+        for (proc, beat), blob, held in zip(seen, about, busy):
+            try:
+                info = json.loads(blob) if blob else {}
+            except ValueError:
+                info = {}
+            started = info.pop("started_ms", None)
+            processes.append({
+                **info, "id": proc.decode(errors="replace"), "busy": held,
+                "last_heartbeat": (now_ms - int(beat)) / 1000,
+                "started": None if started is None else started / 1000,
+                "age": None if started is None else (now_ms - started) / 1000})
+        processes.sort(key=lambda p: (str(p.get("host")), p.get("pid") or 0, p["id"]))
+        return processes
 
     def ping(self) -> None:
         """Raise what redis-py raises when Redis does not answer."""
@@ -303,11 +349,11 @@ class Broker:
         return list(zip(ids, pipe.execute()))
 
     def inspect(self, limit: int) -> dict:
-        """Running jobs by process and locked resources with their queues, for
-        an operator; at most `limit` of each (reads only)."""
+        """Live worker processes, running jobs by process and locked resources
+        with their queues, for an operator; at most `limit` of each (reads only)."""
         client, k = self.shared, self.keys
-        now_s, now_us = client.time()
-        now_ms = now_s * 1000 + now_us // 1000
+        now_ms = self._now_ms()
+        processes = self.processes(now_ms, limit)
         running = []
         for proc, beat in client.hgetall(k.beats).items():
             for job_id, timeout in client.zrange(k.owned(proc.decode()), 0, limit - len(running) - 1,
@@ -330,7 +376,7 @@ class Broker:
             if len(locked) >= limit:
                 break
         locked.sort(key=lambda item: -item["waiting"])
-        return {"running": running, "locked": locked}
+        return {"processes": processes, "running": running, "locked": locked}
 
     def server_info(self) -> dict:
         return self.shared.info("server")

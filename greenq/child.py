@@ -42,11 +42,13 @@ def main() -> None:
     sys.path[:0] = [p for p in config.get("sys_path", []) if p not in sys.path]
     logging.basicConfig(level=config["log_level"], stream=sys.stderr,
                         format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("greenq.jobs").setLevel(config.get("job_log_level", config["log_level"]))
     link = Link(socket.socket(fileno=config["fd"]))
     children = config["children"]  # SIGTTIN/SIGTTOU change it; the master tells us
 
     def title(state: str) -> None:
-        set_title(f"greenq: worker {config['index']}/{children} [{config['queue_id']}] {state}")
+        set_title(f"greenq: worker {config['index']}/{children} "
+                  f"[{config['namespace']}:{config['queue_id']}] {state}")
 
     title("booting")
     from .queue import GreenQueue
@@ -58,6 +60,7 @@ def main() -> None:
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"])
         queue._exit_when_stuck = True
+        queue._about = {"role": "child", "index": config["index"], "master": os.getppid()}
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

@@ -361,13 +361,24 @@ def flush_stale(redis_url, namespace, queue_id):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @common_options
 def inspect(limit, as_json, redis_url, namespace, queue_id):
-    """Running jobs, oldest first (process, task, resource, age, last
+    """Live worker processes (host, pid, role, busy/capacity, last heartbeat,
+    uptime), running jobs, oldest first (process, task, resource, age, last
     heartbeat), and locked resources with how many jobs wait behind each."""
     report = existing_queue(redis_url, namespace, queue_id).broker.inspect(limit)
     report["running"].sort(key=lambda job: -job["age"])  # oldest first: the likeliest stuck
     if as_json:
         click.echo(json.dumps(report))
         return
+    click.echo(f"worker processes ({len(report['processes'])} live, heard from within "
+               f"{config.PROCESS_GONE_AFTER:g}s):")
+    for proc in report["processes"]:
+        role = proc.get("role", "?")
+        if role == "child":
+            role = f"child {proc.get('index')} of master {proc.get('master')}"
+        uptime = "" if proc["age"] is None else f"  up={proc['age']:.1f}s"
+        click.echo(f"  {proc.get('host')} pid {proc.get('pid')}  {role}  "
+                   f"busy={proc['busy']}/{proc.get('capacity')}  "
+                   f"heartbeat={proc['last_heartbeat']:.1f}s ago{uptime}  {proc['id']}")
     click.echo(f"running jobs ({len(report['running'])} shown):")
     for job in report["running"]:
         click.echo(f"  {job['id']}  {job['task']}  resource={job['resource']}  "

@@ -11,7 +11,7 @@ from typing import Callable
 import gevent
 import gevent.event
 
-from . import config
+from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
 from .errors import LeaseLostError
 from .health import Health
@@ -90,8 +90,9 @@ class Committer:
 
     def stop(self, deadline: float | None = None) -> int | None:
         """Commit everything still buffered, then stop (forgetting this process
-        in Redis if it holds no job any more). Does nothing if it never
-        started (the process' start() failed first). `deadline`
+        in Redis if it holds no job any more, and in the registry of live
+        workers). Does nothing if it never started (the process' start()
+        failed first). `deadline`
         (time.monotonic()): stop waiting for Redis then, and leave what is
         not written to the stale flush. Returns how many jobs Redis says this
         process still holds, None when unknown."""
@@ -108,8 +109,9 @@ class Committer:
         held = None
         timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         timer.start()
+        self.broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
         try:
-            held, _now = self.broker.heartbeat(self.process_id, self.client)
+            held, _now = self.broker.heartbeat(self.process_id, self.client, leaving=True)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
@@ -196,7 +198,7 @@ class Committer:
             handlers.append(lambda result: None)
         if flush:
             calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
-            handlers.append(self.after_flush)
+            handlers.append(lambda rows: self.after_flush(rows, log_lines=True))
         if not calls:
             return True
         try:
@@ -234,35 +236,50 @@ class Committer:
             f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}"))
 
     def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
+        logged = joblog.enabled(joblog.INFO)  # once per batch: free when off
         for job, code in zip(jobs, codes):
             if code == Outcome.DONE:
                 self._resending.discard(job.id)
+                if logged:
+                    joblog.succeeded(job)
                 self.emit("job_success", job)
             else:
                 self._lost(job, code, "succeeded")
 
     def _after_fail(self, failed: list, codes: list[int]) -> None:
+        retries_logged = joblog.enabled(joblog.INFO)
+        failures_logged = joblog.enabled(joblog.WARNING)
         for (job, error, _final), code in zip(failed, codes):
             if code == Outcome.DONE or code == Outcome.RETRIED:
                 self._resending.discard(job.id)
                 job.error = error
                 if code == Outcome.RETRIED:
                     job.retries -= 1
+                    if retries_logged:
+                        joblog.retrying(job)
                     self.emit("job_retry", job)
                 else:
+                    if failures_logged:
+                        joblog.failed(job)
                     self.emit("job_fail", job)
             else:
                 self._lost(job, code, "failed")
 
     def _after_give_back(self, jobs: list[Job], codes: list[int]) -> None:
+        logged = joblog.enabled(joblog.INFO)
         for job, code in zip(jobs, codes):
             if code == Outcome.DONE:
                 self._resending.discard(job.id)
+                if logged:
+                    joblog.given_back(job)
             else:
                 self._lost(job, code, "was given back")
 
-    def after_flush(self, rows: list) -> int:
-        """Emit job_retry / job_fail for each job a stale flush reclaimed."""
+    def after_flush(self, rows: list, log_lines: bool = False) -> int:
+        """Emit job_retry / job_fail for each job a stale flush reclaimed;
+        `log_lines`: and log each (a worker's periodic flush; an explicit
+        force_flush_stale_jobs() reports by its return value and events)."""
+        logged = log_lines and rows and joblog.enabled(joblog.WARNING)
         for start in range(0, len(rows), ROW):
             row = rows[start:start + ROW]
             try:
@@ -272,5 +289,7 @@ class Committer:
                 if job is None:
                     continue
             job.token = ""
+            if logged:
+                joblog.found_dead(job, retried=row[1] == b"retry")
             self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)
         return len(rows) // ROW

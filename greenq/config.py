@@ -14,6 +14,7 @@ DEFAULT_FLUSH_STALE_TIMEOUT = 30.0  # at most this long between scans for dead j
 MAX_TICK_INTERVAL = 1.0           # heartbeats at least this often, and 4x per smallest timeout
 REDIS_STALL = 2.0                 # no worker call reached Redis for this long: Redis stalled
 STALL_GRACE = 5.0                 # then periodic stale flushes wait this long for heartbeats
+PROCESS_GONE_AFTER = 5.0          # a worker process silent this long (5+ ticks) is no longer live
 MAX_PARAMS_BYTES = 1024 * 1024    # encoded params above this are refused at submit and fetch
 MAX_ID_LENGTH = 512               # task and resource ids, in characters
 

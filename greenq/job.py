@@ -24,6 +24,8 @@ class Job:
     attempts: int         # runs started, crashes included
     error: str | None = None
     token: str = field(default="", repr=False)  # lease of the current run
+    # Seconds `perform` ran, in the process that ran it (None: it did not run).
+    duration: float | None = field(default=None, repr=False, compare=False)
 
 
 def text(value: bytes | str | None) -> str | None:

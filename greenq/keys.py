@@ -13,7 +13,7 @@ class Keys:
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock")
+                 "beats", "clock", "workers", "alive")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -30,6 +30,14 @@ class Keys:
         self.procs = self.prefix + "procs"      # ZSET process -> stale-at ms
         self.beats = self.prefix + "beats"      # HASH process -> last beat ms
         self.clock = self.prefix + "clock"      # HASH last worker call ms, flush grace after a stall
+        # The registry of worker processes, idle ones included (procs and
+        # beats hold only processes that hold jobs): HASH process id -> JSON
+        # {host, pid, role, capacity, started_ms, ...}, written by its first
+        # heartbeat and deleted at a clean stop; ZSET process id -> last
+        # heartbeat ms. Silent for config.PROCESS_GONE_AFTER: not live, and
+        # pruned by the next heartbeat of any process (heartbeat.lua).
+        self.workers = self.prefix + "workers"
+        self.alive = self.prefix + "alive"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -130,7 +130,7 @@ def _hashable(key: Any) -> Any:
 def encode_payload(event: str, payload: Any) -> Any:
     if event in JOB_EVENTS:
         return [payload.id, payload.task_id, payload.resource_id, payload.params,
-                payload.retries, payload.attempts, payload.error]
+                payload.retries, payload.attempts, payload.error, payload.duration]
     if isinstance(payload, BaseException):
         try:
             text = str(payload)
@@ -142,7 +142,7 @@ def encode_payload(event: str, payload: Any) -> Any:
 
 def decode_payload(event: str, payload: Any) -> Any:
     if event in JOB_EVENTS:
-        return Job(*payload)
+        return Job(*payload[:7], duration=payload[7] if len(payload) > 7 else None)
     if event == "error":
         name, message = payload
         kind = getattr(errors, name, None)

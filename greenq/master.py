@@ -93,6 +93,8 @@ class Master:
             # children import tasks by name: give them the path this process found them on
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
             "log_level": logging.getLogger("greenq").getEffectiveLevel() or logging.WARNING,
+            # set apart: a busy queue silences its per-job lines alone (greenq/joblog.py)
+            "job_log_level": logging.getLogger("greenq.jobs").getEffectiveLevel(),
         }
 
     def subscriptions(self) -> list[str]:
@@ -135,7 +137,9 @@ class Master:
     def _show_count(self) -> None:
         """Put the number of children in every process title: the master's,
         and each child's `worker i/n` (children are told over their link)."""
-        set_title(f"greenq: master [{self.queue.queue_id}] {self.count} children")
+        q = self.queue
+        set_title(f"greenq: master [{q.namespace}:{q.queue_id}] {self.count} "
+                  f"{'child' if self.count == 1 else 'children'}")
         for child in self.children.values():
             child.link.send("children", self.count)
 

@@ -98,6 +98,10 @@ class GreenQueue:
         # Set by greenq.child: a job overrunning its time limit on a blocked
         # hub ends the process (the master replaces it).
         self._exit_when_stuck = False
+        # What this process is in the registry of live workers: "worker" runs
+        # jobs in this process; greenq.child sets "child" (with its index and
+        # master pid), whose master already checked the server and said so.
+        self._about: dict[str, Any] = {"role": "worker"}
         self._redis_run_id: str | None = None
         self._state = "new"
 
@@ -178,7 +182,7 @@ class GreenQueue:
             self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
                                   Health(self.events.emit, self._after_outage), self.events.emit,
                                   self.max_params_bytes, self.flush_stale_timeout,
-                                  self._exit_when_stuck)
+                                  self._exit_when_stuck, about=self._about)
         self._runner.start()
         self._state = "running"
 
@@ -187,10 +191,12 @@ class GreenQueue:
             info = self.broker.shared.info("server")
             self._redis_run_id = info.get("run_id")
             warning = lua_flaw_warning(info)
-            if warning:
+            if warning and self._about["role"] != "child":
                 log.warning(warning)
         except redis.ResponseError:  # INFO may be forbidden to this ACL user
             pass
+        if self._about["role"] == "child":
+            return  # said once by the master, not again by each child and each restart
         try:
             reply = self.broker.shared.config_get("maxmemory-policy")
         except redis.ResponseError:  # so may CONFIG; nothing to warn about then
@@ -288,6 +294,8 @@ class GreenQueue:
         return jobs
 
     def stats(self) -> dict[str, int]:
+        """Job counts, and `workers`: worker processes heard from within
+        config.PROCESS_GONE_AFTER (5 s), idle ones included."""
         return self.broker.stats()
 
     def __repr__(self) -> str:

@@ -32,8 +32,9 @@ def lua_flaw_warning(info: dict) -> str | None:
         return None  # a release line newer than the advisory: it has the fix
     return (f"Redis {'.'.join(map(str, version))} has CVE-2025-49844, a Lua flaw that lets any "
             f"client allowed to run scripts execute code on the Redis host; upgrade to "
-            f"{FIX_LIST} (or a distribution package that backports the fix), and let only "
-            f"trusted clients reach Redis")
+            f"{FIX_LIST}, and let only trusted clients reach Redis. Debian's and other "
+            f"distributions' builds may carry the fix under the old version number: see your "
+            f"package's changelog")
 
 
 def eviction_warning(policy: str | None) -> str | None:

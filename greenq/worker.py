@@ -9,16 +9,19 @@ not all of them.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 import gevent
 import gevent.event
 import gevent.pool
 
-from . import config
+from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
 from .committer import Committer
 from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTaskError,
@@ -55,7 +58,7 @@ class Worker:
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
-                 exit_when_stuck: bool = False) -> None:
+                 exit_when_stuck: bool = False, about: dict[str, Any] | None = None) -> None:
         self.broker = broker
         self.registry = registry
         self.process_id = process_id
@@ -88,12 +91,19 @@ class Worker:
         self._block_seconds = min(config.FETCH_BLOCK_SECONDS, socket_timeout / 2)
         self._client = None
         self.started = 0
+        # What the registry of live workers says this process is: {"role":
+        # "worker"} in-process, or a master's child with its index and master pid.
+        self.about = about or {"role": "worker"}
 
     def start(self) -> None:
         self._client = self.broker.script_channel()
         # One call on the queue's keys now, so missing rights (an ACL user
         # limited to other keys) fail start() instead of idling later.
-        self.broker.heartbeat(self.process_id, self._client)
+        _held, now_ms = self.broker.heartbeat(self.process_id, self._client)
+        # The committer's first tick (at once) registers it as a live worker.
+        self.broker.registration = json.dumps({
+            "host": socket.gethostname(), "pid": os.getpid(), **self.about,
+            "capacity": self.worker_count, "started_ms": now_ms})
         self.committer.start()
         self.lifeline.start()
         self._fetcher = supervise("fetch", self._fetch_loop, self.emit, self._after_fetch_crash)
@@ -144,6 +154,8 @@ class Worker:
             # (a BLMOVE returns at once if jobs arrived meanwhile) instead of
             # a fetch that would likely find nothing and cost a round trip.
             queue_was_empty = len(rows) < free * ROW
+            if rows and joblog.enabled(joblog.DEBUG):  # once per batch: free when off
+                joblog.started(rows)
             for start in range(0, len(rows), ROW):
                 self._start_job(rows[start:start + ROW])
             if rows:
@@ -200,13 +212,17 @@ class Worker:
             limit = gevent.Timeout(task.time_limit, TimeLimitExceeded(
                 f"job {job.id} ({job.task_id}) ran longer than its time limit of {task.time_limit:g} s"))
             limit.start()
+        began = time.monotonic()
         try:
             task.perform(job.params)
         except WorkerShutdown:
+            job.duration = time.monotonic() - began
             self.committer.give_back(job)
         except BaseException:  # SystemExit, KeyboardInterrupt, GreenletExit too: a failed job
+            job.duration = time.monotonic() - began
             self.committer.failed(job, traceback.format_exc())
         else:
+            job.duration = time.monotonic() - began
             job.error = None
             self.committer.succeeded(job)
         finally:
@@ -284,12 +300,12 @@ class Worker:
     def _give_back_orphans_by(self, deadline: float | None, how: str, forget: bool = False) -> None:
         """_give_back_orphans, abandoned at `deadline` (or a hurry, unless
         `forget`); `forget`: then a heartbeat, which forgets this process in
-        Redis if it holds nothing any more."""
+        Redis if it holds nothing any more (and in the registry of live workers)."""
         def give_back() -> None:
             try:
                 self._give_back_orphans(how)
                 if forget:
-                    self.broker.heartbeat(self.process_id, self._client)
+                    self.broker.heartbeat(self.process_id, self._client, leaving=True)
             except REDIS_TROUBLE as exc:
                 log.warning("could not give back jobs leased %s (%r); the stale flush will", how, exc)
 

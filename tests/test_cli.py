@@ -164,7 +164,7 @@ def test_stats_on_an_empty_queue_prints_zeros(common):
 
     assert result.returncode == 0
     numbers = json.loads(result.stdout)
-    assert all(numbers[k] == 0 for k in ("pending", "active", "failed", "waiting"))
+    assert all(numbers[k] == 0 for k in ("pending", "active", "failed", "waiting", "workers"))
 
 
 # -- failed list | retry | delete ------------------------------------------------
@@ -286,12 +286,17 @@ def test_inspect_shows_the_running_job_and_the_locked_resource_with_its_waiting_
 
     assert text.returncode == 0 and as_json.returncode == 0
     lines = text.stdout.splitlines()
-    assert lines[0] == "running jobs (1 shown):"
-    assert lines[1].split()[:3] == [running, "proc.sleep", "resource=res-A"]
-    assert f":{os.getpid()}:" in lines[1]
-    assert lines[2] == "locked resources (1 shown):"
-    assert lines[3].split() == ["res-A", "held", "by", running, "2", "waiting"]
+    assert lines[0].startswith("worker processes (1 live, ")
+    assert f" pid {os.getpid()}  worker  busy=1/1  " in lines[1]
+    assert lines[2] == "running jobs (1 shown):"
+    assert lines[3].split()[:3] == [running, "proc.sleep", "resource=res-A"]
+    assert f":{os.getpid()}:" in lines[3]
+    assert lines[4] == "locked resources (1 shown):"
+    assert lines[5].split() == ["res-A", "held", "by", running, "2", "waiting"]
     report = json.loads(as_json.stdout)
+    [process] = report["processes"]
+    assert (process["pid"], process["role"], process["busy"], process["capacity"]) == \
+        (os.getpid(), "worker", 1, 1)
     [job] = report["running"]
     assert (job["id"], job["task"], job["resource"], job["attempts"]) == \
         (running, "proc.sleep", "res-A", 1)
@@ -299,11 +304,11 @@ def test_inspect_shows_the_running_job_and_the_locked_resource_with_its_waiting_
     assert report["locked"] == [{"resource": "res-A", "holder": running, "waiting": 2}]
 
 
-def test_inspect_on_an_idle_queue_shows_nothing_running_and_nothing_locked(common):
+def test_inspect_on_an_idle_queue_shows_no_process_nothing_running_and_nothing_locked(common):
     result = greenq("inspect", "--json", *common)
 
     assert result.returncode == 0
-    assert json.loads(result.stdout) == {"running": [], "locked": []}
+    assert json.loads(result.stdout) == {"processes": [], "running": [], "locked": []}
 
 
 # -- errors: unreachable Redis, bad task files, secrets ----------------------------------

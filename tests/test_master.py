@@ -303,7 +303,7 @@ def test_a_task_that_keeps_killing_its_process_ends_in_the_failed_queue_and_the_
     assert run.wait(30) == 0
 
 
-def test_an_idle_child_killed_from_outside_is_replaced_under_the_same_index(greenq_run):
+def test_an_idle_child_killed_from_outside_is_replaced_under_the_same_index(greenq_run, namespace):
     run = greenq_run("proc_sleep.py", "-c", "2", "-w", "3")
     before = run.wait_ready(2)
     victim = next(pid for pid in before if title(pid).startswith("greenq: worker 2/2 "))
@@ -313,7 +313,7 @@ def test_an_idle_child_killed_from_outside_is_replaced_under_the_same_index(gree
     after = wait_until(lambda: (pids := worker_children(run.pid, ready_only=True)) and len(pids) == 2
                        and victim not in pids and pids, timeout=30)
     replacement = (set(after) - set(before)).pop()
-    assert title(replacement) == "greenq: worker 2/2 [default] 0/3 busy"
+    assert title(replacement) == f"greenq: worker 2/2 [{namespace}:default] 0/3 busy"
     run.wait_log(f"worker child 2 (pid {victim}) died (signal 9)")
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
@@ -627,7 +627,7 @@ def test_a_shutdown_during_a_reload_stops_the_booting_replacement_and_reports_no
 
 
 def test_after_sigttin_and_sigttou_every_process_title_shows_the_new_number_of_children(
-        greenq_run):
+        greenq_run, namespace):
     run = greenq_run("proc_sleep.py", "-c", "1", "-w", "2")
     run.wait_ready(1)
 
@@ -638,14 +638,17 @@ def test_after_sigttin_and_sigttou_every_process_title_shows_the_new_number_of_c
     run.wait_ready(2)
     run.send(signal.SIGTTIN)
     run.wait_ready(3)
-    wait_until(lambda: titles() == [f"greenq: worker {n}/3 [default] 0/2 busy" for n in (1, 2, 3)],
-               timeout=10)
-    assert title(run.pid) == "greenq: master [default] 3 children"
+    wait_until(lambda: titles() == [f"greenq: worker {n}/3 [{namespace}:default] 0/2 busy"
+                                    for n in (1, 2, 3)], timeout=10)
+    assert title(run.pid) == f"greenq: master [{namespace}:default] 3 children"
 
     run.send(signal.SIGTTOU)
-    wait_until(lambda: titles() == [f"greenq: worker {n}/2 [default] 0/2 busy" for n in (1, 2)],
+    wait_until(lambda: titles() == [f"greenq: worker {n}/2 [{namespace}:default] 0/2 busy"
+                                    for n in (1, 2)], timeout=20)
+    assert title(run.pid) == f"greenq: master [{namespace}:default] 2 children"
+    run.send(signal.SIGTTOU)
+    wait_until(lambda: title(run.pid) == f"greenq: master [{namespace}:default] 1 child",
                timeout=20)
-    assert title(run.pid) == "greenq: master [default] 2 children"
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
 
@@ -679,16 +682,16 @@ def test_process_titles_show_the_role_the_queue_and_the_load(
     pids = run.wait_ready(2)
 
     titles = sorted(title(pid) for pid in pids)
-    assert titles == ["greenq: worker 1/2 [default] 0/10 busy", "greenq: worker 2/2 [default] 0/10 busy"]
-    assert title(run.pid) == "greenq: master [default] 2 children"
+    assert titles == [f"greenq: worker {n}/2 [{namespace}:default] 0/10 busy" for n in (1, 2)]
+    assert title(run.pid) == f"greenq: master [{namespace}:default] 2 children"
 
     key = namespace + ":rec"
     submitter.submit_job("proc.sleep", params=sleep_params(redis_url, key, 1, first=60))
     wait_until(lambda: r.llen(key + ":started") == 1, timeout=30)
     busy_pid = int(r.lrange(key + ":started", 0, -1)[0].split()[1])
     wait_until(lambda: title(busy_pid).endswith("1/10 busy"), timeout=10)
-    assert title(busy_pid) in ("greenq: worker 1/2 [default] 1/10 busy",
-                               "greenq: worker 2/2 [default] 1/10 busy")
+    assert title(busy_pid) in (f"greenq: worker 1/2 [{namespace}:default] 1/10 busy",
+                               f"greenq: worker 2/2 [{namespace}:default] 1/10 busy")
 
     run.send(signal.SIGTERM)
     run.wait_log("SIGTERM: graceful shutdown")

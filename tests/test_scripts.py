@@ -586,6 +586,41 @@ def test_heartbeat_sets_the_process_deadline_to_its_beat_plus_the_smallest_owned
     assert q.procs() == {P1: now + 1500}
 
 
+def test_heartbeat_registers_an_idle_process_keeps_it_while_it_beats_and_drops_it_when_leaving(q):
+    q.b.heartbeat(P1)  # not registered yet: the registry is left alone
+    assert q.r.hgetall(q.k.workers) == {} and q.r.zrange(q.k.alive, 0, -1) == []
+    q.b.registration = '{"role": "worker", "capacity": 3}'
+    _held, first = q.b.heartbeat(P1)
+    assert q.r.hgetall(q.k.workers) == {P1.encode(): b'{"role": "worker", "capacity": 3}'}
+    assert q.r.zrange(q.k.alive, 0, -1, withscores=True) == [(P1.encode(), first)]
+    q.r.hset(q.k.workers, P1, "kept")  # written once, not on every beat
+    gevent.sleep(0.01)
+    _held, later = q.b.heartbeat(P1)
+    assert q.r.zscore(q.k.alive, P1) == later > first
+    assert q.r.hget(q.k.workers, P1) == b"kept"
+
+    q.b.heartbeat(P1, leaving=True)
+
+    assert q.r.hgetall(q.k.workers) == {} and q.r.zrange(q.k.alive, 0, -1) == []
+
+
+def test_heartbeat_prunes_processes_silent_for_longer_than_the_window_a_few_per_call(q):
+    from greenq.config import PROCESS_GONE_AFTER
+
+    now = q.now_ms()
+    silent = {f"dead:{n}": now - PROCESS_GONE_AFTER * 1000 - 1000 - n for n in range(15)}
+    recent = {"quiet:1": now - PROCESS_GONE_AFTER * 1000 + 2000}
+    q.r.zadd(q.k.alive, {**silent, **recent})
+    q.r.hset(q.k.workers, mapping={proc: "{}" for proc in [*silent, *recent]})
+
+    q.b.heartbeat(P1)
+    assert q.r.zcard(q.k.alive) == 16 - 10 and q.r.hlen(q.k.workers) == 16 - 10
+    q.b.heartbeat(P2)
+
+    assert q.r.zrange(q.k.alive, 0, -1) == [b"quiet:1"]
+    assert q.r.hkeys(q.k.workers) == [b"quiet:1"]
+
+
 def test_heartbeat_of_a_process_that_owns_nothing_forgets_it(q):
     job_id = q.submit("t")
     _, token = q.lease(P1)

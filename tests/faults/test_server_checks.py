@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import pytest
 
@@ -12,6 +13,7 @@ from conftest import TASKS, wait_until
 from greenq import GreenQueue
 from greenq.server_check import lua_flaw_warning
 from redis_server import RedisServer
+from sidelog import GreenqRun
 
 
 @pytest.mark.parametrize("version, flawed", [
@@ -23,6 +25,8 @@ def test_lua_flaw_warning_names_the_fixed_releases_for_flawed_versions_only(vers
     assert (warning is not None) == flawed
     if flawed:
         assert "CVE-2025-49844" in warning and "7.2.11" in warning and version in warning
+        assert "distributions' builds may carry the fix" in warning
+        assert "\n" not in warning  # one log line, as gunicorn's format and the demo's bar need
 
 
 def test_start_warns_about_the_running_servers_lua_flaw(make_queue, r, caplog):
@@ -62,3 +66,27 @@ def test_a_redis_restart_without_persistence_is_logged_once_and_the_worker_goes_
     finally:
         queue.shutdown(timeout=10)
         server.close()
+
+
+def test_greenq_run_with_children_warns_about_the_lua_flaw_once_and_not_again_per_restart(
+        redis_server, namespace, tmp_path):
+    # The session's redis-server decides whether the warning is due (it is
+    # for the 7.0.15 of Debian 12 and Ubuntu 24.04); either way only the
+    # master may say it, however many children start or restart.
+    version = redis_server.client().info("server")["redis_version"]
+    expected = 1 if lua_flaw_warning({"redis_version": version}) is not None else 0
+    run = GreenqRun(tmp_path, redis_server.url, namespace, "-c", "2", "-w", "2")
+    try:
+        first = run.wait_ready(2)
+        assert run.output().count("CVE-2025-49844") == expected, run.output()
+        os.kill(first[0], signal.SIGKILL)
+        run.wait_output(f"(pid {first[0]}) died (signal 9)")
+        wait_until(lambda: first[0] not in run.wait_ready(2), timeout=30)
+        run.send(signal.SIGTERM)
+        assert run.wait(30) == 0
+        output = run.output()
+        assert output.count("CVE-2025-49844") == expected, output
+        if expected:
+            assert "distribution" in output
+    finally:
+        run.kill_all()
