@@ -573,7 +573,9 @@ def test_inspect_lists_running_jobs_oldest_first(common, make_queue, r, redis_ur
     finally:
         queue.shutdown(timeout=0)
 
-    assert [line.split()[0] for line in text.stdout.splitlines()[1:6]] == ids
+    lines = text.stdout.splitlines()
+    first = next(n for n, line in enumerate(lines) if line.startswith("running jobs")) + 1
+    assert [line.split()[0] for line in lines[first:first + 5]] == ids
     running = json.loads(as_json.stdout)["running"]
     assert [job["id"] for job in running] == ids
     assert running[0]["age"] > running[-1]["age"]
