@@ -228,6 +228,17 @@ class Broker:
         """A forced flush (see flush_stale_call)."""
         return self._run(client or self.shared, *self.flush_stale_call(limit, forced=True))
 
+    def reclaim_process(self, process_id: str, why: str, limit: int,
+                        client: Client = None) -> tuple[list, int]:
+        """Retry or fail now up to `limit` jobs `process_id` holds, with the
+        error text `why`: its master saw it die (see reclaim_process.lua).
+        Returns flush_stale's rows and how many jobs it still holds."""
+        k = self.keys
+        rows, left = self._run(client or self.shared, "reclaim_process",
+                               (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held),
+                               (k.prefix, process_id, why, limit))
+        return rows, left
+
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
         return ("give_back", (k.pending, k.counts, k.locks, k.held),

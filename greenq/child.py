@@ -57,6 +57,9 @@ def main() -> None:
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"])
         queue._exit_when_stuck = True
+        # Before it can fetch: the master reclaims this process' jobs under
+        # that id the moment it dies.
+        link.send("process", queue.process_id)
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

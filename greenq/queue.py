@@ -268,6 +268,20 @@ class GreenQueue:
                              self.max_params_bytes)
         return self._drain(lambda limit: reporter.after_flush(self.broker.flush_stale(limit)))
 
+    def _reclaim_jobs_of(self, process_id: str, why: str) -> int:
+        """Retry or fail now every job `process_id` holds, with the error
+        text `why`, emitting job_retry / job_fail here: a master saw that
+        worker child die. Returns how many."""
+        from .committer import Committer
+
+        reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
+                             self.max_params_bytes)
+        total, left = 0, 1
+        while left:
+            rows, left = self.broker.reclaim_process(process_id, why, _FLUSH_BATCH)
+            total += reporter.after_flush(rows)
+        return total
+
     def failed_jobs(self, limit: int = 100) -> list[Job]:
         from .serializers import decode_params
 

@@ -195,6 +195,16 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 expected[job_id] = m.end_run(proc, job_id, retry=True)
             assert flushed == expected
 
+        @rule(proc=st.sampled_from(PROCS))
+        def process_dies_and_its_master_reclaims_its_jobs(self, proc):
+            rows, left = self.broker.reclaim_process(proc, "dead", 1000)
+            reclaimed = {rows[i].decode(): rows[i + 1].decode() for i in range(0, len(rows), 9)}
+            m = self.model
+            expected = {}
+            for job_id in sorted(m.owned[proc]):
+                expected[job_id] = m.end_run(proc, job_id, retry=True)
+            assert (reclaimed, left) == (expected, 0)
+
         @rule()
         def retry_failed(self):
             moved = self.broker.retry_failed(1000)

@@ -750,6 +750,99 @@ def test_after_a_flush_that_failed_the_job_a_late_complete_does_not_release_twic
     assert q.waiting("r") == [third]
 
 
+# -- reclaim_process ---------------------------------------------------------------
+
+DEAD = "dead: process host:1:p1 (worker child 1, pid 1) died (signal 9) running the job"
+
+
+def test_reclaim_process_retries_or_fails_every_job_of_a_process_whatever_its_heartbeat(q):
+    retried = q.submit("t", "r", retries=1, params={"x": 1})
+    behind_r = q.submit("t", "r")
+    failed = q.submit("t", "s")
+    behind_s = q.submit("t", "s")
+    loose = q.submit("t", retries=2)
+    other = q.submit("t")
+    q.fetch(P1, 3, timeouts=["t", 60_000])
+    q.lease(P2, timeouts=["t", 60_000])
+    q.b.heartbeat(P1)                      # alive as far as Redis can tell
+    rows, left = q.b.reclaim_process(P1, DEAD, 100)
+    assert left == 0
+    out = {rows[i].decode(): rows[i:i + 9] for i in range(0, len(rows), 9)}
+    assert set(out) == {retried, failed, loose}
+    assert out[retried][1] == b"retry" and out[retried][6] == 0 and out[retried][8] == DEAD.encode()
+    assert msgpack.unpackb(out[retried][5]) == {"x": 1} and int(out[retried][7]) == 1
+    assert out[failed][1] == b"fail" and out[loose][1] == b"retry" and out[loose][6] == 1
+    assert q.rec(retried)["state"] == "pending" and q.rec(retried)["error"] == DEAD
+    assert q.rec(failed)["state"] == "failed" and q.failed() == [failed]
+    # r stays with the retried job; s went to the job behind it
+    assert q.locks() == {"r": retried, "s": behind_s} and q.waiting("r") == [behind_r]
+    assert sorted(q.pending()) == sorted([retried, loose, behind_s])
+    assert q.owned(P1) == {} and P1 not in q.procs() and P1 not in q.beats()
+    assert q.owned(P2) == {other: 60_000} and q.rec(other)["state"] == "active"
+    assert q.counts() == {"active": 1, "waiting": 1}
+
+
+def test_reclaim_process_leaves_other_processes_and_deletes_the_dead_ones_receipts(q):
+    done, mine, theirs = q.submit("t"), q.submit("t"), q.submit("t")
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [done, token]) == [1]
+    assert q.r.exists(q.k.receipts(P1))
+    q.lease(P1)
+    _, their_token = q.lease(P2)
+    rows, left = q.b.reclaim_process(P1, DEAD, 100)
+    assert [rows[0].decode(), rows[1]] == [mine, b"fail"] and left == 0
+    assert not q.r.exists(q.k.receipts(P1))
+    assert q.owned(P2) == {theirs: DEFAULT_MS} and q.rec(theirs)["state"] == "active"
+    assert q.b.complete(P2, [theirs, their_token]) == [1]
+
+
+def test_reclaim_process_does_at_most_limit_jobs_per_call_and_says_how_many_are_left(q):
+    ids = [q.submit("t") for _ in range(3)]
+    q.fetch(P1, 3)
+    rows, left = q.b.reclaim_process(P1, DEAD, 2)
+    assert len(rows) == 2 * 9 and left == 1
+    assert q.counts()["active"] == 1 and P1 in q.procs()
+    rows, left = q.b.reclaim_process(P1, DEAD, 2)
+    assert len(rows) == 9 and left == 0
+    assert sorted(q.failed()) == sorted(ids) and q.procs() == {}
+    assert q.b.reclaim_process(P1, DEAD, 2) == ([], 0)
+
+
+def test_after_a_reclaim_the_dead_runs_late_finishes_return_minus_one_and_change_nothing(q):
+    job_id = q.submit("t", "r", retries=1)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.b.reclaim_process(P1, DEAD, 100)
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.fail(P1, [job_id, token, "late", "0"]) == [-1]
+    assert q.b.give_back(P1, [job_id, token]) == [-1]
+    assert q.snapshot() == before
+    _, token2 = q.lease(P2)
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.complete(P2, [job_id, token2]) == [1]
+    assert q.locks() == {"r": waiting}
+
+
+def test_a_note_left_for_the_lease_is_the_error_a_reclaim_records(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    assert q.b.note(P1, [job_id, token, "TimeLimitExceeded: ran too long"]) == [1]
+    rows, _ = q.b.reclaim_process(P1, DEAD, 100)
+    assert rows[8] == b"TimeLimitExceeded: ran too long"
+    assert q.rec(job_id)["error"] == "TimeLimitExceeded: ran too long"
+
+
+def test_reclaim_process_forgets_a_job_whose_record_vanished_and_passes_its_resource_on(q):
+    gone = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    q.lease(P1)
+    q.r.delete(q.k.job(gone))
+    assert q.b.reclaim_process(P1, DEAD, 100) == ([], 0)
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.counts() == {"active": 0, "waiting": 0} and q.owned(P1) == {}
+
+
 # -- give_back -------------------------------------------------------------------
 
 
@@ -923,6 +1016,15 @@ def test_each_lua_include_works_from_its_arguments_alone(q):
     assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 20000, 2000, 5000)",
                          (k.clock,)) == 25000
 
+    reclaimed = q.submit("t", "r2", retries=1)
+    q.fetch("host:3:p3", 10)
+    out = include_alone(q, ["release", "reclaim"],
+                        f"local out = {{}} local queue = {queue[:-1]}, failed = KEYS[5]}} "
+                        "return {reclaim(queue, out, ARGV[2], ARGV[3], 'dead'), out}",
+                        (*queue_keys, k.failed), (k.prefix, "host:3:p3", reclaimed))
+    assert out[0] == 1 and out[1][:2] == [reclaimed.encode(), b"retry"]
+    assert q.rec(reclaimed)["state"] == "pending" and q.rec(reclaimed)["error"] == "dead"
+
 
 # -- NOSCRIPT fallback -----------------------------------------------------------
 
@@ -961,6 +1063,8 @@ def test_every_script_still_runs_after_script_flush(q):
     _fail_for_good(q, a[0])
     flushed()
     assert q.b.delete_failed(10) == 1
+    flushed()
+    assert q.b.reclaim_process(P1, "dead", 10) == ([], 0)
     assert q.r.keys(q.k.prefix + "job:*") == []
     assert q.locks() == {} and q.pending() == [] and q.failed() == []
     assert q.counts() == {"active": 0, "waiting": 0}
