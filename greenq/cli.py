@@ -115,11 +115,15 @@ def main():
               help="At most this many seconds between scans for dead jobs.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
               show_default=True)
+@click.option("--unknown-task-grace", type=click.FloatRange(min=0),
+              default=config.DEFAULT_UNKNOWN_TASK_GRACE, show_default=True,
+              help="Seconds a job of a task these workers do not know waits for a worker "
+                   "that does (a rolling deploy), then fails; 0: fail at once.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", show_default=True)
 @common_options
-def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer, log_level,
-        redis_url, namespace, queue_id):
+def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer,
+        unknown_task_grace, log_level, redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
@@ -137,7 +141,7 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     queue = make_queue(redis_url, namespace, queue_id, child_process_count=child_process_count,
                        worker_count=worker_count, flush_stale_timeout=flush_stale_timeout,
-                       serializer=serializer)
+                       serializer=serializer, unknown_task_grace=unknown_task_grace)
     for spec in tasks:
         queue.register_task(spec)
     sys.exit(run_until_signalled(queue))

@@ -13,7 +13,7 @@ class Keys:
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock")
+                 "beats", "clock", "delayed")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -30,6 +30,9 @@ class Keys:
         self.procs = self.prefix + "procs"      # ZSET process -> stale-at ms
         self.beats = self.prefix + "beats"      # HASH process -> last beat ms
         self.clock = self.prefix + "clock"      # HASH last worker call ms, flush grace after a stall
+        # ZSET job id -> ms it becomes runnable again (a job no worker that
+        # fetched it knew, waiting for one that does); fetch.lua promotes it.
+        self.delayed = self.prefix + "delayed"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -742,7 +742,8 @@ def test_process_titles_show_the_role_the_queue_and_the_load(
 
 def test_events_from_children_reach_the_masters_handlers_as_jobs_and_exceptions(
         make_queue, r, namespace):
-    queue = make_queue("proc_outcome", child_process_count=2, worker_count=2)
+    # No grace for unknown tasks (the children apply the master's): it fails at once.
+    queue = make_queue("proc_outcome", child_process_count=2, worker_count=2, unknown_task_grace=0)
     events = {name: [] for name in ("job_success", "job_fail", "job_retry", "error")}
     for name, seen in events.items():
         queue.on(name, seen.append)
