@@ -174,9 +174,10 @@ class Master:
         if child in self.retired:
             self.retired.remove(child)  # reaped: nothing left to signal or wait for
         was_ready = child.ready.is_set()
-        if status != 0 and not self.stopping:
+        if status not in (0, BOOT_FAILURE) and not self.stopping:
             # A crash: its jobs go back now rather than after their timeout.
-            # (A child that exits 0 stopped gracefully and settled its jobs.)
+            # (A child that exits 0 stopped gracefully and settled its jobs;
+            # one that exits BOOT_FAILURE never started fetching.)
             self._reclaims.spawn(self._reclaim, child, status)
         if self.stopping or child.retiring or child.candidate:
             return  # expected, or the reload that started it deals with it

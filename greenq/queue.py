@@ -81,8 +81,9 @@ class GreenQueue:
             raise ValueError("worker_count must be an int >= 1")
         if not isinstance(flush_stale_timeout, (int, float)) or not flush_stale_timeout > 0:
             raise ValueError("flush_stale_timeout must be a number of seconds > 0")
-        if isinstance(unknown_task_grace, bool) or not isinstance(unknown_task_grace, (int, float)) \
-                or not 0 <= unknown_task_grace < float("inf"):
+        grace = unknown_task_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) \
+                or not 0 <= grace < float("inf"):
             raise ValueError("unknown_task_grace must be a number of seconds >= 0")
         self.serializer = get_serializer(serializer)
         self.serializer_name = serializer

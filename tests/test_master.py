@@ -190,7 +190,8 @@ def test_the_master_reclaims_a_dead_childs_jobs_at_once_and_emits_their_retry_an
     assert (retry.id, retry.retries, retry.attempts) == (retried, 0, 1)
     assert (failure.id, failure.retries, failure.attempts) == (failed, 0, 1)
     for job in (retry, failure):
-        assert f"pid {victim}) died (signal 9) running the job; its master reclaimed it" in job.error
+        assert f"pid {victim}) died (signal 9) running the job; its master reclaimed it" \
+            in job.error
     restart = next(payload for name, payload in events if name == "child_restart")
     assert restart["pid"] == victim
     prefix = prefix_of(namespace)

@@ -32,7 +32,7 @@ class Model:
         self.locks: dict[str, str] = {}
         self.owned: dict[str, dict[str, str]] = {p: {} for p in PROCS}  # proc -> id -> token
         self.failed: list[str] = []
-        self.delayed: dict[str, bool] = {}           # given back for a worker that knows the task: due?
+        self.delayed: dict[str, bool] = {}           # given back for a knowing worker: due?
         self.submitted: dict[str, list[str]] = {}    # resource -> ids in submission order
         self.started: dict[str, list[str]] = {}      # resource -> ids in start order
 

@@ -960,7 +960,8 @@ def test_the_back_off_grows_with_the_time_waited_and_the_job_fails_once_the_grac
     _, token = q.lease(P1)
     assert q.b.give_back_unknown(P1, [job_id, token, WHY], 3000) == [1]
     rec = q.rec(job_id)
-    assert (rec["state"], rec["error"], rec["attempts"], rec["retries"]) == ("failed", WHY, "0", "3")
+    assert (rec["state"], rec["error"], rec["attempts"], rec["retries"]) == \
+        ("failed", WHY, "0", "3")
     assert "unknown_since" not in rec and "unknown_lease" not in rec
     assert q.failed() == [job_id] and delayed(q) == {}
     assert q.locks() == {"r": waiting} and q.pending() == [waiting]

@@ -34,7 +34,8 @@ local rcall = redis.call
 local delayed_key, counts_key, pending_key, locks_key, failed_key, held_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, proc = ARGV[1], ARGV[2]
-local grace, first_backoff, longest_backoff = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local grace = tonumber(ARGV[4])
+local first_backoff, longest_backoff = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- @include now_ms
 -- @include check_lease
 -- @include release

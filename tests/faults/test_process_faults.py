@@ -125,7 +125,7 @@ def test_a_killed_childs_jobs_are_reclaimed_by_its_master_at_once_not_after_thei
         {**job(side, 0, "a", retries=1, first=60), "task_id": PATIENT},  # killed, run again
         job(side, 1, "a"),                                                 # waits behind job 0
         {**job(side, 2, "b", first=60), "task_id": PATIENT},              # killed, no retry: failed
-        job(side, 3, "b"),                                                 # gets b once job 2 failed
+        job(side, 3, "b"),                                                 # gets b after job 2
     ])
     wait_until(lambda: starters(side) == {0, 2}, timeout=30)
 
@@ -149,7 +149,8 @@ def test_a_killed_childs_jobs_are_reclaimed_by_its_master_at_once_not_after_thei
     record = r.hgetall(prefix + f"job:{ids[2]}")
     assert record[b"state"] == b"failed" and record[b"attempts"] == b"1"
     assert f"pid {victim}) died (signal 9)".encode() in record[b"error"], record[b"error"]
-    wait_until(lambda: r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()], timeout=10)
+    wait_until(lambda: r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()],
+               timeout=10)
     assert r.hlen(prefix + "locks") == 0 and r.llen(prefix + "pending") == 0
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
