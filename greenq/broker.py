@@ -171,8 +171,9 @@ class Broker:
                     timeouts: Sequence) -> tuple:
         k = self.keys
         return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks,
-                          k.held),
-                (k.prefix, process_id, max_jobs, default_timeout_ms, *timeouts))
+                          k.held, k.delayed),
+                (k.prefix, process_id, max_jobs, default_timeout_ms, config.PROMOTE_BATCH,
+                 *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
               default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
@@ -187,7 +188,9 @@ class Broker:
         hand-off list, so each id wakes one waiting process (not every idle
         one), and Redis runs the fetch pipelined behind it, which leases the
         handed-off id first, the moment the wait returns. A wait that timed
-        out costs one fetch that finds nothing."""
+        out costs one fetch that finds nothing, or leases delayed jobs that
+        came due meanwhile (their promotion wakes no waiter, so `seconds`
+        bounds how late an idle process sees them)."""
         k = self.keys
         [(jobs, problems)] = self._pipeline(
             client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)],
@@ -236,6 +239,33 @@ class Broker:
     def flush_stale(self, limit: int, client: Client = None) -> list:
         """A forced flush (see flush_stale_call)."""
         return self._run(client or self.shared, *self.flush_stale_call(limit, forced=True))
+
+    def reclaim_process(self, process_id: str, why: str, limit: int,
+                        client: Client = None) -> tuple[list, int]:
+        """Retry or fail now up to `limit` jobs `process_id` holds, with the
+        error text `why`: its master saw it die (see reclaim_process.lua).
+        Returns flush_stale's rows and how many jobs it still holds."""
+        k = self.keys
+        rows, left = self._run(client or self.shared, "reclaim_process",
+                               (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held),
+                               (k.prefix, process_id, why, limit))
+        return rows, left
+
+    def give_back_unknown_call(self, process_id: str, groups: Sequence, grace_ms: int,
+                               drop_receipts: bool = False) -> tuple:
+        """Give back jobs of tasks this process does not know, for a worker
+        that does; `groups`: job id, lease token, error text for a job whose
+        grace is over (see give_back_unknown.lua)."""
+        k = self.keys
+        first, longest = config.UNKNOWN_TASK_BACKOFF
+        return ("give_back_unknown", (k.delayed, k.counts, k.pending, k.locks, k.failed, k.held),
+                (k.prefix, process_id, _flag(drop_receipts), grace_ms, int(first * 1000),
+                 int(longest * 1000), *groups))
+
+    def give_back_unknown(self, process_id: str, groups: Sequence, grace_ms: int,
+                          client: Client = None) -> list:
+        return self._run(client or self.shared,
+                         *self.give_back_unknown_call(process_id, groups, grace_ms))
 
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
@@ -290,13 +320,14 @@ class Broker:
         live_since = self._now_ms() - _GONE_MS
         pipe = self.shared.pipeline(transaction=True)
         pipe.llen(k.pending).llen(k.handoff).llen(k.failed)
-        pipe.hmget(k.counts, "active", "waiting").hlen(k.locks)
+        pipe.hmget(k.counts, "active", "waiting").hlen(k.locks).zcard(k.delayed)
         # Live processes are few (the rest are pruned); ZRANGEBYSCORE rather
         # than ZCOUNT keeps the documented ACL (docs/acl.md) as it was.
         pipe.zrangebyscore(k.alive, live_since, "+inf")
-        pending, handed_off, failed, (active, waiting), locked, live = pipe.execute()
+        pending, handed_off, failed, (active, waiting), locked, scheduled, live = pipe.execute()
         return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
-                "failed": failed, "locked_resources": locked, "workers": len(live)}
+                "failed": failed, "locked_resources": locked, "scheduled": scheduled,
+                "workers": len(live)}
 
     def processes(self, now_ms: int, limit: int) -> list[dict]:
         """The live worker processes (heard from within PROCESS_GONE_AFTER),

@@ -58,9 +58,13 @@ def main() -> None:
                            namespace=config["namespace"], queue_id=config["queue_id"],
                            worker_count=config["worker_count"], serializer=config["serializer"],
                            flush_stale_timeout=config["flush_stale_timeout"],
-                           max_params_bytes=config["max_params_bytes"])
+                           max_params_bytes=config["max_params_bytes"],
+                           unknown_task_grace=config["unknown_task_grace"])
         queue._exit_when_stuck = True
         queue._about = {"role": "child", "index": config["index"], "master": os.getppid()}
+        # Before it can fetch: the master reclaims this process' jobs under
+        # that id the moment it dies.
+        link.send("process", queue.process_id)
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])

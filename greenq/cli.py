@@ -193,6 +193,10 @@ def main(redis_url, namespace, queue_id):
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
               show_default=True,
               help="Params encoding of jobs submitted through this queue; workers read either.")
+@click.option("--unknown-task-grace", type=click.FloatRange(min=0),
+              default=config.DEFAULT_UNKNOWN_TASK_GRACE, show_default=True, metavar="SECONDS",
+              help="Seconds a job of a task these workers do not know waits for a worker "
+                   "that does (a rolling deploy), then fails; 0: fail at once.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
               case_sensitive=False), default="info", show_default=True,
               help="Lowest level logged to stderr (any case).")
@@ -205,8 +209,9 @@ def main(redis_url, namespace, queue_id):
                    "queue, then exit 0 (set it under the SIGKILL grace of Docker or Kubernetes). "
                    "Default: wait for them.")
 @common_options
-def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer, log_level,
-        redis_wait, graceful_timeout, redis_url, namespace, queue_id):
+def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer,
+        unknown_task_grace, log_level, redis_wait, graceful_timeout, redis_url, namespace,
+        queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
@@ -225,7 +230,7 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     queue = make_queue(redis_url, namespace, queue_id, child_process_count=child_process_count,
                        worker_count=worker_count, flush_stale_timeout=flush_stale_timeout,
-                       serializer=serializer)
+                       serializer=serializer, unknown_task_grace=unknown_task_grace)
     for spec in tasks:
         queue.register_task(spec)
     stopped = wait_for_redis(queue, redis_wait)

@@ -13,7 +13,7 @@ import gevent.event
 
 from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
-from .errors import LeaseLostError
+from .errors import LeaseLostError, UnknownTaskError
 from .health import Health
 from .job import ROW, Job, decode_row
 from .outcomes import Outcome
@@ -32,7 +32,7 @@ class Committer:
 
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
                  health: Health | None, emit: Callable, max_params_bytes: int,
-                 flush_interval: float | None = None) -> None:
+                 flush_interval: float | None = None, unknown_task_grace: float = 0.0) -> None:
         self.broker = broker
         self.process_id = process_id
         self.tick_interval = tick_interval
@@ -45,6 +45,8 @@ class Committer:
         self._succeeded: list[Job] = []
         self._failed: list[tuple[Job, str, bool]] = []
         self._given_back: list[Job] = []
+        self._unknown: list[tuple[Job, str]] = []  # job, why it fails should its grace be over
+        self.unknown_task_grace_ms = int(unknown_task_grace * 1000)
         # Sent in a round trip whose fate is unknown: their receipts in Redis
         # (scripts/include/receipts.lua) must stay until they are settled.
         self._resending: set[str] = set()
@@ -79,8 +81,16 @@ class Committer:
         self._given_back.append(job)
         self._wake.set()
 
+    def give_back_unknown(self, job: Job, why: str) -> None:
+        """`job` names a task this process does not know: back to the queue
+        for a worker that does, or failed as an UnknownTaskError saying `why`
+        once its unknown_task_grace is over (give_back_unknown.lua)."""
+        self.unsettled.add(job.id)
+        self._unknown.append((job, why))
+        self._wake.set()
+
     def backlog(self) -> int:
-        return len(self._succeeded) + len(self._failed) + len(self._given_back)
+        return len(self._succeeded) + len(self._failed) + len(self._given_back) + len(self._unknown)
 
     # -- the loop ------------------------------------------------------------
 
@@ -173,6 +183,7 @@ class Committer:
         succeeded, self._succeeded = self._succeeded[:batch], self._succeeded[batch:]
         failed, self._failed = self._failed[:batch], self._failed[batch:]
         given_back, self._given_back = self._given_back[:batch], self._given_back[batch:]
+        unknown, self._unknown = self._unknown[:batch], self._unknown[batch:]
         pid = self.process_id
         calls, handlers = [], []
         # The first finish call drops the receipts of earlier round trips
@@ -193,6 +204,13 @@ class Committer:
             pairs = [x for job in given_back for x in (job.id, job.token)]
             calls.append(self.broker.give_back_call(pid, pairs, drop))
             handlers.append(lambda codes: self._after_give_back(given_back, codes))
+            drop = False
+        if unknown:
+            groups = [x for job, why in unknown
+                      for x in (job.id, job.token, f"UnknownTaskError: {why}")]
+            calls.append(self.broker.give_back_unknown_call(pid, groups,
+                                                            self.unknown_task_grace_ms, drop))
+            handlers.append(lambda codes: self._after_give_back_unknown(unknown, codes))
         if tick:
             calls.append(self.broker.heartbeat_call(pid))
             handlers.append(lambda result: None)
@@ -210,6 +228,8 @@ class Committer:
             self._succeeded[:0] = succeeded
             self._failed[:0] = failed
             self._given_back[:0] = given_back
+            self._unknown[:0] = unknown
+            self._resending.update(job.id for job, _ in unknown)
             self._resending.update(job.id for job in succeeded)
             self._resending.update(job.id for job, _, _ in failed)
             self._resending.update(job.id for job in given_back)
@@ -219,11 +239,12 @@ class Committer:
             return False
         self.round_trips += 1
         self.health.ok()
-        if succeeded or failed or given_back:
+        if succeeded or failed or given_back or unknown:
             self._receipts_written = True
         self.unsettled.difference_update(job.id for job in succeeded)
         self.unsettled.difference_update(job.id for job, _, _ in failed)
         self.unsettled.difference_update(job.id for job in given_back)
+        self.unsettled.difference_update(job.id for job, _ in unknown)
         for handler, result in zip(handlers, results):
             handler(result)
         return True
@@ -272,6 +293,18 @@ class Committer:
                 self._resending.discard(job.id)
                 if logged:
                     joblog.given_back(job)
+            else:
+                self._lost(job, code, "was given back")
+
+    def _after_give_back_unknown(self, unknown: list, codes: list[int]) -> None:
+        for (job, why), code in zip(unknown, codes):
+            if code == Outcome.DELAYED or code == Outcome.DONE:
+                self._resending.discard(job.id)
+                if code == Outcome.DONE:  # its grace was over: failed for good
+                    job.error = f"UnknownTaskError: {why}"
+                    job.attempts = max(job.attempts - 1, 0)  # it did not run
+                    self.emit("error", UnknownTaskError(why))
+                    self.emit("job_fail", job)
             else:
                 self._lost(job, code, "was given back")
 

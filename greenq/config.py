@@ -11,6 +11,8 @@ DEFAULT_QUEUE_ID = "default"
 DEFAULT_TASK_TIMEOUT = 10.0       # a running job is dead after this long without a heartbeat
 DEFAULT_WORKER_COUNT = 100        # concurrent jobs (greenlets) per process
 DEFAULT_FLUSH_STALE_TIMEOUT = 30.0  # at most this long between scans for dead jobs
+DEFAULT_UNKNOWN_TASK_GRACE = 300.0  # a job of a task no fetching worker knows fails after this long
+UNKNOWN_TASK_BACKOFF = (1.0, 30.0)  # first and longest wait before such a job is fetched again
 MAX_TICK_INTERVAL = 1.0           # heartbeats at least this often, and 4x per smallest timeout
 REDIS_STALL = 2.0                 # no worker call reached Redis for this long: Redis stalled
 STALL_GRACE = 5.0                 # then periodic stale flushes wait this long for heartbeats
@@ -20,9 +22,13 @@ MAX_ID_LENGTH = 512               # task and resource ids, in characters
 
 SOCKET_TIMEOUT = 10.0             # no Redis answer within this long = connection broken
 CONNECT_TIMEOUT = 5.0
-FETCH_BLOCK_SECONDS = 1           # BLMOVE wait when idle; well under SOCKET_TIMEOUT
+# BLMOVE wait when idle; well under SOCKET_TIMEOUT. It also bounds how long
+# an idle worker takes to see a delayed job that came due (nothing wakes a
+# BLMOVE for those: the fetch behind it promotes them).
+FETCH_BLOCK_SECONDS = 1
 SHARED_POOL_SIZE = 4              # connections for submit/stats/admin calls, per process
 SCRIPT_BATCH = 100                # jobs per script call (bulk, commit, fetch): keeps each under ~3 ms of Redis
+PROMOTE_BATCH = 100               # delayed jobs that came due, moved to pending per fetch at most
 RECONNECT_BACKOFF = (0.05, 2.0)   # first and longest wait between retries when Redis is gone
 
 

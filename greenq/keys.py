@@ -13,7 +13,7 @@ class Keys:
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock", "workers", "alive")
+                 "beats", "clock", "workers", "alive", "delayed")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -38,6 +38,9 @@ class Keys:
         # pruned by the next heartbeat of any process (heartbeat.lua).
         self.workers = self.prefix + "workers"
         self.alive = self.prefix + "alive"
+        # ZSET job id -> ms it becomes runnable again (a job no worker that
+        # fetched it knew, waiting for one that does); fetch.lua promotes it.
+        self.delayed = self.prefix + "delayed"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -1,7 +1,8 @@
 """The master <-> child channel: msgpack frames over a socketpair.
 
-Child -> master: ("ready", pid), ("event", name, payload), ("failed", reason)
-(it could not start).
+Child -> master: ("process", process id) (its GreenQueue's, which Redis
+files its jobs under; sent before it fetches any), ("ready", pid),
+("event", name, payload), ("failed", reason) (it could not start).
 Master -> child: ("subscribe", [event names]), ("children", how many there are now).
 A closed channel means the other side is gone.
 

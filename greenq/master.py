@@ -1,6 +1,8 @@
 """The pre-fork master: starts N worker children, replaces only the one that
-died, forwards their events to this process' handlers, and stops them
-gracefully. It needs no Redis connection of its own to supervise."""
+died, reclaims a dead child's jobs at once, forwards their events to this
+process' handlers, and stops them gracefully. It needs no Redis connection
+of its own to supervise (the reclaim uses the queue's, and is a shortcut:
+without Redis, the stale flush reclaims the jobs later)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import gevent.lock
 import gevent.pool
 import gevent.subprocess
 
+from .broker import REDIS_TROUBLE
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
 from .errors import ChildGaveUp, GreenQError
 from .link import Link, decode_payload
@@ -33,6 +36,10 @@ MAX_BOOT_FAILURES = 5      # children dying before "ready" in a row before the m
 BOOT_BACKOFF = (0.5, 8.0)  # first and longest pause before restarting a child that died at boot
 FORCED_STOP_GRACE = 10.0   # after giving jobs back, children get this long before SIGKILL
 LINK_DRAIN = 2.0           # after a child exited, how long the master may take to read what it sent
+# After a child died, how long the master waits before it reclaims the
+# child's jobs: a finish the child sent just before it died reaches Redis
+# first (a later one is fenced, and its job runs again).
+RECLAIM_DELAY = 0.2
 
 
 class Child:
@@ -50,6 +57,9 @@ class Child:
         # failure, not a crash to restart.
         self.candidate = False
         self.boot_error: str | None = None  # why it could not start, as it told us
+        # Its GreenQueue's process id, which Redis files its jobs under; it
+        # sends it before it fetches anything.
+        self.process_id: str | None = None
         self.listener: gevent.Greenlet | None = None
         self.terms = 0  # SIGTERMs sent: the first asks for a graceful stop, the next rushes it
 
@@ -78,6 +88,7 @@ class Master:
         # SIGHUP, SIGTTIN and SIGTTOU each run in their own greenlet: one at a time.
         self._operating = gevent.lock.Semaphore()
         self._listeners = gevent.pool.Group()  # one per child, until its channel closes
+        self._reclaims = gevent.pool.Group()   # one per dead child, until its jobs are reclaimed
 
     # -- spawning --------------------------------------------------------------
 
@@ -89,6 +100,7 @@ class Master:
             "namespace": q.namespace, "queue_id": q.queue_id,
             "worker_count": q.worker_count, "serializer": q.serializer_name,
             "flush_stale_timeout": q.flush_stale_timeout, "max_params_bytes": q.max_params_bytes,
+            "unknown_task_grace": q.unknown_task_grace,
             "tasks": q.registry.sources, "events": self.subscriptions(),
             # children import tasks by name: give them the path this process found them on
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
@@ -154,6 +166,8 @@ class Master:
                     emit(message[1], decode_payload(message[1], message[2]))
                 elif kind == "ready":
                     child.ready.set()
+                elif kind == "process":
+                    child.process_id = message[1]
                 elif kind == "failed":
                     child.boot_error = message[1]
         finally:
@@ -164,6 +178,11 @@ class Master:
         if child in self.retired:
             self.retired.remove(child)  # reaped: nothing left to signal or wait for
         was_ready = child.ready.is_set()
+        if status not in (0, BOOT_FAILURE) and not self.stopping:
+            # A crash: its jobs go back now rather than after their timeout.
+            # (A child that exits 0 stopped gracefully and settled its jobs;
+            # one that exits BOOT_FAILURE never started fetching.)
+            self._reclaims.spawn(self._reclaim, child, status)
         if self.stopping or child.retiring or child.candidate:
             return  # expected, or the reload that started it deals with it
         if self.children.get(child.index) is child:
@@ -187,6 +206,28 @@ class Master:
             gevent.sleep(pause)
         if not self.stopping and child.index not in self.children:
             self.spawn(child.index)
+
+    def _reclaim(self, child: Child, status: int) -> None:
+        """Retry or fail the jobs of `child`, which died, at once, as a stale
+        flush would after their timeout (same events, emitted here). The
+        stale flush remains the fallback: when Redis does not answer now,
+        nothing is lost, the jobs just wait out their timeout."""
+        child.listener.join(LINK_DRAIN)  # its process id may still be unread
+        if child.process_id is None:
+            return  # died before it sent it, so before it could fetch a job
+        gevent.sleep(RECLAIM_DELAY)
+        why = (f"dead: process {child.process_id} (worker child {child.index}, pid {child.pid}) "
+               f"died ({describe_status(status)}) running the job; its master reclaimed it")
+        try:
+            count = self.queue._reclaim_jobs_of(child.process_id, why)
+        except REDIS_TROUBLE as exc:
+            log.warning("could not reclaim the jobs of dead worker child %d (pid %d): %r; "
+                        "the stale flush will, once their timeout passed", child.index, child.pid,
+                        exc)
+            return
+        if count:
+            log.info("reclaimed %d %s of dead worker child %d (pid %d)", count,
+                        "job" if count == 1 else "jobs", child.index, child.pid)
 
     def _give_up(self, child: Child, status: int) -> None:
         why = ("could not load its tasks or reach Redis" if status == BOOT_FAILURE
@@ -309,6 +350,10 @@ class Master:
             child.process.kill()
         for child in [*self.children.values(), *self.retired]:
             child.process.wait()
+        # A reclaim still running needs the queue's connections, which the
+        # caller closes next; one cut short is left to the stale flush.
+        if not self._reclaims.join(timeout=LINK_DRAIN):
+            self._reclaims.kill()
         # What the children sent before they exited may still be unread:
         # forward it before the caller stops the event bus.
         if not self._listeners.join(timeout=LINK_DRAIN):

@@ -1,5 +1,5 @@
-"""What the finishing scripts (complete.lua, fail.lua, give_back.lua)
-answer for each job: one named table, so no bare number stands for an
+"""What the finishing scripts (complete.lua, fail.lua, give_back.lua,
+give_back_unknown.lua) answer for each job: one named table, so no bare number stands for an
 outcome anywhere else (bullmq's `error_code.py` does the same)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ class Outcome(IntEnum):
     DONE = 1         # finished as asked (succeeded, failed for good, given back),
                      # now or by an earlier send of the same finish
     RETRIED = 2      # fail.lua only: queued again with one retry fewer
+    DELAYED = 3      # give_back_unknown.lua only: waits for a worker that knows its task
 
     def why_lost(self) -> str:
         """What a LEASE_LOST or NO_RECORD finish did, for the error event."""

@@ -67,6 +67,7 @@ class GreenQueue:
         serializer: str = "msgpack",
         *,
         max_params_bytes: int = config.MAX_PARAMS_BYTES,
+        unknown_task_grace: float = config.DEFAULT_UNKNOWN_TASK_GRACE,
     ) -> None:
         for name, value in (("namespace", namespace), ("queue_id", queue_id)):
             if not isinstance(value, str) or not value or "{" in value or "}" in value:
@@ -80,6 +81,10 @@ class GreenQueue:
             raise ValueError("worker_count must be an int >= 1")
         if not isinstance(flush_stale_timeout, (int, float)) or not flush_stale_timeout > 0:
             raise ValueError("flush_stale_timeout must be a number of seconds > 0")
+        grace = unknown_task_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) \
+                or not 0 <= grace < float("inf"):
+            raise ValueError("unknown_task_grace must be a number of seconds >= 0")
         self.serializer = get_serializer(serializer)
         self.serializer_name = serializer
         self.namespace, self.queue_id = namespace, queue_id
@@ -87,6 +92,7 @@ class GreenQueue:
         self.worker_count = worker_count
         self.flush_stale_timeout = float(flush_stale_timeout)
         self.max_params_bytes = max_params_bytes
+        self.unknown_task_grace = float(unknown_task_grace)
         self.redis_url, self.redis_config = redis_url, redis_config
         self.connection = config.connection_kwargs(redis_url, redis_config)
         self.keys = Keys(namespace, queue_id)
@@ -168,7 +174,8 @@ class GreenQueue:
                 "thing in the program (or run `greenq run`); unpatched, the workers would "
                 "block every thread of this program")
         if not self.registry.tasks:
-            log.warning("start() with no task registered: every job fetched will fail")
+            log.warning("start() with no task registered: every job fetched goes back to the "
+                        "queue, and fails after unknown_task_grace")
         self.broker.load_scripts()
         self._warn_about_server()
         self.events.start()
@@ -182,7 +189,8 @@ class GreenQueue:
             self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
                                   Health(self.events.emit, self._after_outage), self.events.emit,
                                   self.max_params_bytes, self.flush_stale_timeout,
-                                  self._exit_when_stuck, about=self._about)
+                                  self._exit_when_stuck, self.unknown_task_grace,
+                                  about=self._about)
         self._runner.start()
         self._state = "running"
 
@@ -273,6 +281,20 @@ class GreenQueue:
         reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
                              self.max_params_bytes)
         return self._drain(lambda limit: reporter.after_flush(self.broker.flush_stale(limit)))
+
+    def _reclaim_jobs_of(self, process_id: str, why: str) -> int:
+        """Retry or fail now every job `process_id` holds, with the error
+        text `why`, emitting job_retry / job_fail here: a master saw that
+        worker child die. Returns how many."""
+        from .committer import Committer
+
+        reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
+                             self.max_params_bytes)
+        total, left = 0, 1
+        while left:
+            rows, left = self.broker.reclaim_process(process_id, why, _FLUSH_BATCH)
+            total += reporter.after_flush(rows)
+        return total
 
     def failed_jobs(self, limit: int = 100) -> list[Job]:
         from .serializers import decode_params

@@ -58,7 +58,8 @@ class Worker:
     def __init__(self, broker: Broker, registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
-                 exit_when_stuck: bool = False, about: dict[str, Any] | None = None) -> None:
+                 exit_when_stuck: bool = False, unknown_task_grace: float = 0.0,
+                 about: dict[str, Any] | None = None) -> None:
         self.broker = broker
         self.registry = registry
         self.process_id = process_id
@@ -71,7 +72,11 @@ class Worker:
         timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
         tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
-                                   flush_stale_timeout)
+                                   flush_stale_timeout, unknown_task_grace)
+        # A job of a task not registered here waits this long for a worker
+        # that has it (0: it fails at once); warned about once per task.
+        self.unknown_task_grace = unknown_task_grace
+        self._unknown_tasks: set[str] = set()
         self._timeouts = registry.timeouts_ms()
         self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
         self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
@@ -185,11 +190,15 @@ class Worker:
             job = decode_row(row, self.max_params_bytes)
         except JobDecodeError as exc:
             job = exc.job
+            if self._give_back_unknown(job):
+                return  # the workers of its task may read what this one cannot
             self.emit("error", JobDecodeError(f"job {job.id}: {exc}"))
             self.committer.failed(job, f"JobDecodeError: {exc}", final=True)
             return
         task = self.registry.get(job.task_id)
         if task is None:
+            if self._give_back_unknown(job):
+                return
             error = UnknownTaskError(
                 f"job {job.id} names task {job.task_id!r}, which this process has not registered"
                 f" (registered: {', '.join(sorted(self.registry.tasks)) or 'none'})")
@@ -199,6 +208,26 @@ class Worker:
         self.started += 1
         greenlet = self.pool.spawn(self._run, job, task)
         self.running[job.id] = (job, greenlet)
+
+    def _give_back_unknown(self, job: Job) -> bool:
+        """A job of a task this process has not registered (a rolling deploy:
+        a newer worker's task): give it back for a worker that has, with a
+        back-off; it fails once unknown_task_grace is over. False when it
+        fails at once: no grace, or no task id at all (a malformed record)."""
+        grace = self.unknown_task_grace
+        if not grace or not job.task_id or self.registry.get(job.task_id) is not None:
+            return False
+        if job.task_id not in self._unknown_tasks and len(self._unknown_tasks) < 100:
+            self._unknown_tasks.add(job.task_id)
+            log.warning("jobs of task %r, which this process has not registered, go back to the "
+                        "queue for a worker that has; without one they fail after "
+                        "unknown_task_grace (%g s)", job.task_id, grace)
+        registered = ", ".join(sorted(self.registry.tasks)) or "none"
+        self.committer.give_back_unknown(job, (
+            f"job {job.id} names task {job.task_id!r}, and no worker that registered it took "
+            f"the job within unknown_task_grace ({grace:g} s); the last worker to fetch it "
+            f"registered: {registered}"))
+        return True
 
     # -- running -------------------------------------------------------------
 

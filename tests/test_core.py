@@ -433,7 +433,8 @@ def test_subscribing_to_an_unknown_event_raises_value_error(make_queue):
 
 
 def test_a_job_for_an_unknown_task_emits_an_error_and_lands_in_the_failed_queue(make_queue):
-    queue = make_queue("core_echo")
+    # No grace: it fails at once (tests/test_unknown_tasks.py: with one).
+    queue = make_queue("core_echo", unknown_task_grace=0)
     seen = recorder(queue, "error", "job_fail", "job_success")
     queue.start()
     job_id = queue.submit_job("core.nope", resource_id="u", params={"x": 1}, retries=3)

@@ -228,7 +228,8 @@ def test_the_late_finish_of_a_stalled_process_changes_nothing_and_is_reported_as
     assert r.hlen(rescuer.keys.locks) == 0
     # (workers: whichever of the test's processes are live, not this test's business)
     assert rescuer.stats() | {"workers": 0} == {"pending": 0, "active": 0, "waiting": 0,
-                                                "failed": 0, "locked_resources": 0, "workers": 0}
+                                                "failed": 0, "locked_resources": 0, "workers": 0,
+                                                "scheduled": 0}
     assert len(started_runs(r, next_key)) == 1
 
 
@@ -285,8 +286,8 @@ def test_workers_ride_out_redis_restarts_with_one_error_event_per_outage_and_los
 
 def _garbage_then_a_good_job(make_queue, r, plant):
     """Plant garbage at the head of pending, then submit a good job behind it;
-    run a worker until the good job succeeds."""
-    queue = make_queue("fault_slow", worker_count=1)
+    run a worker (that fails unknown tasks at once) until the good job succeeds."""
+    queue = make_queue("fault_slow", worker_count=1, unknown_task_grace=0)
     events = Recorder(queue)
     plant(queue.keys)
     good = queue.submit_job("fault.slow", params={"n": 1})

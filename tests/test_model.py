@@ -32,6 +32,7 @@ class Model:
         self.locks: dict[str, str] = {}
         self.owned: dict[str, dict[str, str]] = {p: {} for p in PROCS}  # proc -> id -> token
         self.failed: list[str] = []
+        self.delayed: dict[str, bool] = {}           # given back for a knowing worker: due?
         self.submitted: dict[str, list[str]] = {}    # resource -> ids in submission order
         self.started: dict[str, list[str]] = {}      # resource -> ids in start order
 
@@ -104,6 +105,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
         @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3), wait=st.booleans())
         def fetch(self, proc, count, wait):
             m = self.model
+            promote = sorted(job_id for job_id, due in m.delayed.items() if due)
             if wait:  # an idle worker's wait (10 ms at most) with the fetch behind it
                 rows, problems = self.broker.wait_and_fetch(
                     self.broker.shared, 0.01, proc, count, TIMEOUT_MS, [])
@@ -112,6 +114,10 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             else:
                 rows, problems = self.broker.fetch(self.broker.shared, proc, count, TIMEOUT_MS, [])
             assert problems == []
+            for job_id in promote:  # due delayed jobs join pending before the fetch leases
+                del m.delayed[job_id]
+                m.state[job_id] = "pending"
+                m.pending.appendleft(job_id)
             got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
             expected = []
             for _ in range(count):
@@ -176,6 +182,33 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             if res is not None:
                 m.started[res].pop()  # it did not really run; it will start again
 
+        @rule(data=st.data(), proc=st.sampled_from(PROCS), grace_over=st.booleans())
+        def give_back_unknown(self, data, proc, grace_over):
+            job_id = self._some_running(data, proc)
+            if job_id is None:
+                return
+            token = self.model.owned[proc][job_id]
+            code = self.broker.give_back_unknown(proc, [job_id, token, "unknown"],
+                                                 0 if grace_over else TIMEOUT_MS)[0]
+            m = self.model
+            if grace_over:  # failed for good: its turn on its resource is over
+                assert code == 1
+                m.end_run(proc, job_id, retry=False)
+            else:
+                assert code == 3
+                res = m.resource[job_id]
+                if res is not None:
+                    m.started[res].pop()  # it did not run; it will start again
+                del m.owned[proc][job_id]
+                m.state[job_id] = "scheduled"
+                m.delayed[job_id] = False
+
+        @rule()
+        def delayed_jobs_come_due(self):
+            for job_id in self.model.delayed:
+                client.zadd(self.keys.delayed, {job_id: 0})
+                self.model.delayed[job_id] = True
+
         @rule(proc=st.sampled_from(PROCS))
         def heartbeat(self, proc):
             owned, _now = self.broker.heartbeat(proc)
@@ -194,6 +227,16 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             for job_id in sorted(m.owned[proc]):
                 expected[job_id] = m.end_run(proc, job_id, retry=True)
             assert flushed == expected
+
+        @rule(proc=st.sampled_from(PROCS))
+        def process_dies_and_its_master_reclaims_its_jobs(self, proc):
+            rows, left = self.broker.reclaim_process(proc, "dead", 1000)
+            reclaimed = {rows[i].decode(): rows[i + 1].decode() for i in range(0, len(rows), 9)}
+            m = self.model
+            expected = {}
+            for job_id in sorted(m.owned[proc]):
+                expected[job_id] = m.end_run(proc, job_id, retry=True)
+            assert (reclaimed, left) == (expected, 0)
 
         @rule()
         def retry_failed(self):
@@ -222,6 +265,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
                 pipe.lrange(k.wait(res), 0, -1)
             for proc in PROCS:
                 pipe.zrange(k.owned(proc), 0, -1)
+            pipe.zrange(k.delayed, 0, -1)
             for job_id in ids:
                 pipe.hget(k.job(job_id), "state")
             replies = pipe.execute()
@@ -239,10 +283,11 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             for proc, owned in zip(PROCS, replies[7:9]):
                 assert set(strings(owned)) == set(m.owned[proc])
             # each job in exactly one place, and its record says so
+            assert sorted(strings(replies[9])) == sorted(m.delayed)
             places = pending + handoff + failed + [j for q in m.waiting.values() for j in q] \
-                + [j for p in PROCS for j in m.owned[p]]
+                + [j for p in PROCS for j in m.owned[p]] + list(m.delayed)
             assert sorted(places) == ids
-            assert strings(replies[9:]) == [m.state[j] for j in ids]
+            assert strings(replies[10:]) == [m.state[j] for j in ids]
             # one holder per resource (the lock), and first runs in submission order
             for res, order in m.started.items():
                 first_runs = list(dict.fromkeys(order))
@@ -252,6 +297,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
             assert stats["failed"] == len(m.failed)
             assert stats["waiting"] == sum(len(q) for q in m.waiting.values())
             assert stats["active"] == sum(len(o) for o in m.owned.values())
+            assert stats["scheduled"] == len(m.delayed)
 
     run_state_machine_as_test(QueueMachine, settings=settings(
         max_examples=30, stateful_step_count=30, deadline=None,

@@ -785,6 +785,99 @@ def test_after_a_flush_that_failed_the_job_a_late_complete_does_not_release_twic
     assert q.waiting("r") == [third]
 
 
+# -- reclaim_process ---------------------------------------------------------------
+
+DEAD = "dead: process host:1:p1 (worker child 1, pid 1) died (signal 9) running the job"
+
+
+def test_reclaim_process_retries_or_fails_every_job_of_a_process_whatever_its_heartbeat(q):
+    retried = q.submit("t", "r", retries=1, params={"x": 1})
+    behind_r = q.submit("t", "r")
+    failed = q.submit("t", "s")
+    behind_s = q.submit("t", "s")
+    loose = q.submit("t", retries=2)
+    other = q.submit("t")
+    q.fetch(P1, 3, timeouts=["t", 60_000])
+    q.lease(P2, timeouts=["t", 60_000])
+    q.b.heartbeat(P1)                      # alive as far as Redis can tell
+    rows, left = q.b.reclaim_process(P1, DEAD, 100)
+    assert left == 0
+    out = {rows[i].decode(): rows[i:i + 9] for i in range(0, len(rows), 9)}
+    assert set(out) == {retried, failed, loose}
+    assert out[retried][1] == b"retry" and out[retried][6] == 0 and out[retried][8] == DEAD.encode()
+    assert msgpack.unpackb(out[retried][5]) == {"x": 1} and int(out[retried][7]) == 1
+    assert out[failed][1] == b"fail" and out[loose][1] == b"retry" and out[loose][6] == 1
+    assert q.rec(retried)["state"] == "pending" and q.rec(retried)["error"] == DEAD
+    assert q.rec(failed)["state"] == "failed" and q.failed() == [failed]
+    # r stays with the retried job; s went to the job behind it
+    assert q.locks() == {"r": retried, "s": behind_s} and q.waiting("r") == [behind_r]
+    assert sorted(q.pending()) == sorted([retried, loose, behind_s])
+    assert q.owned(P1) == {} and P1 not in q.procs() and P1 not in q.beats()
+    assert q.owned(P2) == {other: 60_000} and q.rec(other)["state"] == "active"
+    assert q.counts() == {"active": 1, "waiting": 1}
+
+
+def test_reclaim_process_leaves_other_processes_and_deletes_the_dead_ones_receipts(q):
+    done, mine, theirs = q.submit("t"), q.submit("t"), q.submit("t")
+    _, token = q.lease(P1)
+    assert q.b.complete(P1, [done, token]) == [1]
+    assert q.r.exists(q.k.receipts(P1))
+    q.lease(P1)
+    _, their_token = q.lease(P2)
+    rows, left = q.b.reclaim_process(P1, DEAD, 100)
+    assert [rows[0].decode(), rows[1]] == [mine, b"fail"] and left == 0
+    assert not q.r.exists(q.k.receipts(P1))
+    assert q.owned(P2) == {theirs: DEFAULT_MS} and q.rec(theirs)["state"] == "active"
+    assert q.b.complete(P2, [theirs, their_token]) == [1]
+
+
+def test_reclaim_process_does_at_most_limit_jobs_per_call_and_says_how_many_are_left(q):
+    ids = [q.submit("t") for _ in range(3)]
+    q.fetch(P1, 3)
+    rows, left = q.b.reclaim_process(P1, DEAD, 2)
+    assert len(rows) == 2 * 9 and left == 1
+    assert q.counts()["active"] == 1 and P1 in q.procs()
+    rows, left = q.b.reclaim_process(P1, DEAD, 2)
+    assert len(rows) == 9 and left == 0
+    assert sorted(q.failed()) == sorted(ids) and q.procs() == {}
+    assert q.b.reclaim_process(P1, DEAD, 2) == ([], 0)
+
+
+def test_after_a_reclaim_the_dead_runs_late_finishes_return_minus_one_and_change_nothing(q):
+    job_id = q.submit("t", "r", retries=1)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.b.reclaim_process(P1, DEAD, 100)
+    before = q.snapshot()
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.fail(P1, [job_id, token, "late", "0"]) == [-1]
+    assert q.b.give_back(P1, [job_id, token]) == [-1]
+    assert q.snapshot() == before
+    _, token2 = q.lease(P2)
+    assert q.b.complete(P1, [job_id, token]) == [-1]
+    assert q.b.complete(P2, [job_id, token2]) == [1]
+    assert q.locks() == {"r": waiting}
+
+
+def test_a_note_left_for_the_lease_is_the_error_a_reclaim_records(q):
+    job_id = q.submit("t")
+    _, token = q.lease(P1)
+    assert q.b.note(P1, [job_id, token, "TimeLimitExceeded: ran too long"]) == [1]
+    rows, _ = q.b.reclaim_process(P1, DEAD, 100)
+    assert rows[8] == b"TimeLimitExceeded: ran too long"
+    assert q.rec(job_id)["error"] == "TimeLimitExceeded: ran too long"
+
+
+def test_reclaim_process_forgets_a_job_whose_record_vanished_and_passes_its_resource_on(q):
+    gone = q.submit("t", "r")
+    waiting = q.submit("t", "r")
+    q.lease(P1)
+    q.r.delete(q.k.job(gone))
+    assert q.b.reclaim_process(P1, DEAD, 100) == ([], 0)
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.counts() == {"active": 0, "waiting": 0} and q.owned(P1) == {}
+
+
 # -- give_back -------------------------------------------------------------------
 
 
@@ -812,6 +905,140 @@ def test_give_back_with_a_wrong_token_changes_nothing(q):
     assert q.b.give_back(P1, [job_id, token + 1]) == [-1]
     assert q.b.give_back(P2, [job_id, token]) == [-1]
     assert q.snapshot() == before
+
+
+# -- give_back_unknown, and fetch promoting delayed jobs ---------------------------------
+
+GRACE_MS = 60_000
+WHY = "UnknownTaskError: job names task 'new', no worker took it within the grace"
+
+
+def delayed(q) -> dict:
+    return {k.decode(): int(v) for k, v in q.r.zrange(q.k.delayed, 0, -1, withscores=True)}
+
+
+def come_due(q, job_id) -> None:
+    """Pretend the job's back-off has passed (in Redis' clock)."""
+    q.r.zadd(q.k.delayed, {job_id: q.now_ms() - 1})
+
+
+def test_give_back_unknown_delays_the_job_uncounted_keeping_its_resource_and_place(q):
+    job_id = q.submit("new", "r", retries=2)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    before = q.now_ms()
+    assert q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS) == [3]
+    rec = q.rec(job_id)
+    assert rec["state"] == "scheduled" and rec["attempts"] == "0" and rec["retries"] == "2"
+    assert before <= int(rec["unknown_since"]) <= q.now_ms() and rec["unknown_lease"] == str(token)
+    assert "error" not in rec
+    # first back-off: 1 s, by Redis' clock
+    assert before + 1000 <= delayed(q)[job_id] <= q.now_ms() + 1000
+    assert q.locks() == {"r": job_id} and q.waiting("r") == [waiting] and q.pending() == []
+    assert q.owned(P1) == {} and q.counts() == {"active": 0, "waiting": 1}
+    assert q.b.stats()["scheduled"] == 1
+
+
+def test_fetch_leases_a_delayed_job_only_once_it_came_due_then_from_the_back_of_pending(q):
+    job_id = q.submit("new")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
+    assert q.fetch(P2) == ([], [])       # not due yet
+    other = q.submit("t")
+    come_due(q, job_id)
+    jobs, problems = q.fetch(P2, 1)
+    assert problems == [] and [job[0].decode() for job in jobs] == [other]
+    assert delayed(q) == {} and q.pending() == [job_id] and q.rec(job_id)["state"] == "pending"
+    again, token2 = q.lease(P2)
+    assert again == job_id and token2 == token + 1 and q.rec(job_id)["attempts"] == "1"
+
+
+def test_an_idle_waiting_fetch_leases_a_delayed_job_that_came_due_when_its_wait_ends(q):
+    job_id = q.submit("new")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
+    come_due(q, job_id)
+    rows, problems = q.b.wait_and_fetch(q.client, 0.05, P2, 1, DEFAULT_MS, [])
+    assert problems == [] and rows[0].decode() == job_id
+
+
+def test_fetch_promotes_at_most_its_batch_of_due_delayed_jobs_per_call(q):
+    from greenq import config
+
+    ids = [q.submit("new") for _ in range(config.PROMOTE_BATCH + 5)]
+    jobs, _ = q.fetch(P1, len(ids))
+    groups = [x for job in jobs for x in (job[0], job[1], WHY)]
+    assert q.b.give_back_unknown(P1, groups, GRACE_MS) == [3] * len(ids)
+    for job_id in ids:
+        come_due(q, job_id)
+    q.fetch(P2, 1)
+    assert len(delayed(q)) == 5 and len(q.pending()) == config.PROMOTE_BATCH - 1
+
+
+def test_the_back_off_grows_with_the_time_waited_and_the_job_fails_once_the_grace_is_over(q):
+    job_id = q.submit("new", "r", retries=3)
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], 3000)
+    since = int(q.rec(job_id)["unknown_since"])
+    # 2.5 s later (moved back in the record): the back-off is the 0.5 s left of the grace
+    q.r.hset(q.k.job(job_id), "unknown_since", since - 2500)
+    come_due(q, job_id)
+    _, token = q.lease(P2)
+    now = q.now_ms()
+    assert q.b.give_back_unknown(P2, [job_id, token, WHY], 3000) == [3]
+    assert now + 400 <= delayed(q)[job_id] <= q.now_ms() + 500
+    assert q.rec(job_id)["unknown_since"] == str(since - 2500)   # the same series
+    # past the grace: failed for good, uncounted, its retries kept, its resource passed on
+    q.r.hset(q.k.job(job_id), "unknown_since", since - 3000)
+    come_due(q, job_id)
+    _, token = q.lease(P1)
+    assert q.b.give_back_unknown(P1, [job_id, token, WHY], 3000) == [1]
+    rec = q.rec(job_id)
+    assert (rec["state"], rec["error"], rec["attempts"], rec["retries"]) == \
+        ("failed", WHY, "0", "3")
+    assert "unknown_since" not in rec and "unknown_lease" not in rec
+    assert q.failed() == [job_id] and delayed(q) == {}
+    assert q.locks() == {"r": waiting} and q.pending() == [waiting]
+    assert q.counts() == {"active": 0, "waiting": 0}
+
+
+def test_a_run_by_a_worker_that_knew_the_task_starts_a_new_grace(q):
+    job_id = q.submit("new", retries=1)
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], 3000)
+    q.r.hset(q.k.job(job_id), "unknown_since", 1)   # long ago
+    come_due(q, job_id)
+    _, token = q.lease(P2)                          # a worker that knows it: runs, fails
+    assert q.b.fail(P2, [job_id, token, "boom", "0"]) == [2]
+    _, token = q.lease(P1)                          # unknown again
+    assert q.b.give_back_unknown(P1, [job_id, token, WHY], 3000) == [3]
+    assert int(q.rec(job_id)["unknown_since"]) > q.now_ms() - 1000
+
+
+def test_give_back_unknown_with_a_wrong_token_changes_nothing_and_a_resend_gets_its_first_code(q):
+    job_id = q.submit("new")
+    _, token = q.lease(P1)
+    before = q.snapshot()
+    assert q.b.give_back_unknown(P1, [job_id, token + 1, WHY], GRACE_MS) == [-1]
+    assert q.b.give_back_unknown(P2, [job_id, token, WHY], GRACE_MS) == [-1]
+    assert q.snapshot() == before
+    assert q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS) == [3]
+    assert q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS) == [3]
+    assert len(delayed(q)) == 1 and q.counts()["active"] == 0
+
+
+def test_a_delayed_job_whose_record_vanished_is_reported_by_the_fetch_that_promotes_it(q):
+    job_id = q.submit("new", "r")
+    waiting = q.submit("t", "r")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
+    q.r.delete(q.k.job(job_id))
+    come_due(q, job_id)
+    jobs, problems = q.fetch(P2, 2)
+    assert len(problems) == 1 and job_id in problems[0].decode()
+    assert [job[0].decode() for job in jobs] == [waiting]
+    assert not q.r.exists(q.k.job(job_id)) and delayed(q) == {}
 
 
 # -- retry_failed / delete_failed ------------------------------------------------
@@ -958,6 +1185,15 @@ def test_each_lua_include_works_from_its_arguments_alone(q):
     assert include_alone(q, ["observe_clock"], "return observe_clock(KEYS[1], 20000, 2000, 5000)",
                          (k.clock,)) == 25000
 
+    reclaimed = q.submit("t", "r2", retries=1)
+    q.fetch("host:3:p3", 10)
+    out = include_alone(q, ["release", "reclaim"],
+                        f"local out = {{}} local queue = {queue[:-1]}, failed = KEYS[5]}} "
+                        "return {reclaim(queue, out, ARGV[2], ARGV[3], 'dead'), out}",
+                        (*queue_keys, k.failed), (k.prefix, "host:3:p3", reclaimed))
+    assert out[0] == 1 and out[1][:2] == [reclaimed.encode(), b"retry"]
+    assert q.rec(reclaimed)["state"] == "pending" and q.rec(reclaimed)["error"] == "dead"
+
 
 # -- NOSCRIPT fallback -----------------------------------------------------------
 
@@ -995,6 +1231,13 @@ def test_every_script_still_runs_after_script_flush(q):
     assert q.b.retry_failed(10) == 1
     _fail_for_good(q, a[0])
     flushed()
+    assert q.b.delete_failed(10) == 1
+    flushed()
+    assert q.b.reclaim_process(P1, "dead", 10) == ([], 0)
+    c = q.submit("new")
+    _, token = q.lease(P1)
+    flushed()
+    assert q.b.give_back_unknown(P1, [c, token, "x"], 0) == [1]
     assert q.b.delete_failed(10) == 1
     assert q.r.keys(q.k.prefix + "job:*") == []
     assert q.locks() == {} and q.pending() == [] and q.failed() == []

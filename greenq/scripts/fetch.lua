@@ -2,7 +2,9 @@
   Lease up to `max` runnable jobs to one worker process, oldest first. Each
   lease gets a fresh token (the job's "lease" counter) that finish, fail and
   give-back must present. Counts as an attempt. Also a heartbeat for the
-  process: a fetching process is alive.
+  process: a fetching process is alive. First, delayed jobs whose time came
+  (by Redis' clock) join the back of the pending list, at most `promote`
+  per call (see give_back_unknown.lua).
   Input:
     KEYS[1] pending  LIST of runnable job ids
     KEYS[2] procs    ZSET process id -> ms when its first job can turn stale
@@ -15,11 +17,13 @@
                      whose waiter died before its fetch ran is not stranded.
     KEYS[7] locks    HASH resource id -> holding job id
     KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    KEYS[9] delayed  ZSET job id -> ms it becomes runnable
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
     ARGV[2] process id
     ARGV[3] max jobs
     ARGV[4] timeout ms for tasks this process does not know
-    ARGV[5..] pairs: task id, timeout ms
+    ARGV[5] promote: delayed jobs moved to pending at most
+    ARGV[6..] pairs: task id, timeout ms
   Output: { jobs, problems }
     jobs: flat, 9 per job: id, token, task, resource, encoding, params,
           retries left, attempts, last error
@@ -28,16 +32,16 @@
           job); a resource such an id held goes to the next job waiting
 ]]
 local rcall = redis.call
-local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key, locks_key, held_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key, locks_key, held_key,
+      delayed_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, proc = ARGV[1], ARGV[2]
-local max_jobs, default_timeout = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_jobs, default_timeout, promote = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 -- @include now_ms
 -- @include touch_process
 -- @include release
 
 local timeouts = {}
-for i = 5, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
 
 -- Where a pending id has no job record, what the problem text adds. (Rare:
 -- the keys' table is built here, not on every fetch.)
@@ -50,6 +54,14 @@ local function passed_on(id)
 end
 
 local now = now_ms()
+-- A delayed job kept its resource while it waited: it just becomes runnable.
+for _, id in ipairs(rcall("ZRANGEBYSCORE", delayed_key, "-inf", now, "LIMIT", 0, promote)) do
+  rcall("ZREM", delayed_key, id)
+  if rcall("EXISTS", prefix .. "job:" .. id) == 1 then
+    rcall("HSET", prefix .. "job:" .. id, "state", "pending")
+  end
+  rcall("LPUSH", pending_key, id)  -- without a record, the loop below reports it
+end
 local owned_key = prefix .. "owned:" .. proc
 local jobs, problems = {}, {}
 local leased = 0

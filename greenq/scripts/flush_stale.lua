@@ -1,7 +1,8 @@
 --[[
   Reclaim jobs whose process has been silent for longer than the job's
   timeout: each goes back to the pending list with one retry fewer (keeping
-  its resource), or to the failed list, releasing its resource. The run that
+  its resource), or to the failed list, releasing its resource
+  (include/reclaim.lua, shared with reclaim_process.lua). The run that
   lost its lease is fenced by the lease check of complete/fail/give_back.
   Bounded: at most `limit` jobs per call. Right after Redis stalled (see
   include/observe_clock.lua) a periodic flush reclaims nothing until live
@@ -36,9 +37,10 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include touch_process
 -- @include observe_clock
 -- @include release
+-- @include reclaim
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key }
+                held = held_key, failed = failed_key }
 local now = now_ms()
 local out, moved = {}, 0
 if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
@@ -53,38 +55,11 @@ for _, proc in ipairs(due) do
                       "WITHSCORES", "LIMIT", 0, limit - moved)
   for i = 1, #stale, 2 do
     local id, timeout = stale[i], tonumber(stale[i + 1])
-    local job_key = prefix .. "job:" .. id
     rcall("ZREM", owned_key, id)
-    if rcall("TYPE", job_key).ok ~= "hash" then
-      -- Its record vanished while it ran (eviction, a manual DEL).
-      release_vanished(queue, id)
-      rcall("HINCRBY", counts_key, "active", -1)
-    else
-      local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
-                      "params", "retries", "attempts", "lease", "note", "note_lease")
-      if f[1] == "active" and f[2] == proc then
-        moved = moved + 1
-        local retries = tonumber(f[7]) or 0
-        local why = string.format(
-          "stale: process %s sent no heartbeat for %.1fs (task timeout %.1fs); it died or hung",
-          proc, silent / 1000, timeout / 1000)
-        if f[10] and f[11] == f[9] then why = f[10] end
-        local outcome = "fail"
-        if retries > 0 then
-          retries = retries - 1
-          outcome = "retry"
-          rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
-          rcall("LPUSH", pending_key, id)
-        else
-          rcall("HSET", job_key, "state", "failed", "error", why)
-          rcall("RPUSH", failed_key, id)
-          release(queue, f[4], id)
-        end
-        local n = #out
-        out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]
-        out[n + 6], out[n + 7], out[n + 8], out[n + 9] = f[6], retries, f[8], why
-      end
-    end
+    local why = string.format(
+      "stale: process %s sent no heartbeat for %.1fs (task timeout %.1fs); it died or hung",
+      proc, silent / 1000, timeout / 1000)
+    if reclaim(queue, out, proc, id, why) then moved = moved + 1 end
   end
   touch_process(procs_key, beats_key, proc, owned_key, beat)
   if #stale > 0 and rcall("EXISTS", owned_key) == 0 then

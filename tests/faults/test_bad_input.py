@@ -202,7 +202,7 @@ def test_params_over_the_workers_cap_fail_at_decode_and_the_worker_goes_on(make_
 
 def test_jobs_of_an_unknown_task_queued_on_one_resource_all_fail_and_free_it_for_a_known_one(
         make_queue, r, runs_log):
-    queue = make_queue("fault_scale_log")
+    queue = make_queue("fault_scale_log", unknown_task_grace=0)  # no grace: each fails at once
     events = Events(queue)
     unknown = queue.submit_jobs([{"task_id": "no.such.task", "resource_id": "u", "params": {"n": n},
                                   "retries": 5} for n in range(3)])

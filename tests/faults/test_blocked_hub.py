@@ -83,8 +83,8 @@ def test_a_job_past_its_time_limit_on_a_blocked_hub_ends_its_child_which_is_repl
                      params={"n": 0, "log": log_path, "seconds": 600})
     wait_until(lambda: events["child_restart"], timeout=40)
     assert events["child_restart"][0]["exitcode"] == STUCK_EXIT_STATUS
-    # The replacement's stale flush fails the job (no retries left), with the
-    # reason the lifeline noted before the child ended itself.
+    # The master's reclaim fails the job (no retries left), with the reason
+    # the lifeline noted before the child ended itself.
     wait_until(lambda: events["job_fail"], timeout=40)
     error = events["job_fail"][0].error
     assert TimeLimitExceeded.__name__ in error and "time limit of 1 s" in error, error

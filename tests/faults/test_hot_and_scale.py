@@ -208,9 +208,9 @@ def test_jobs_waiting_behind_a_busy_resource_cost_no_redis_commands_while_they_w
                         "params": {"k": "hot", "s": n, "gate": n == 0}} for n in range(HOT_JOBS)])
     queue.start()
     wait_until(lambda: count_lines(log_task.path, "S hot 0") == 1, timeout=30)
-    assert queue.stats() | {"locked_resources": 1, "workers": 1} == \
+    assert queue.stats() | {"locked_resources": 1, "workers": 1, "scheduled": 0} == \
         {"pending": 0, "active": 1, "waiting": HOT_JOBS - 1, "failed": 0, "locked_resources": 1,
-         "workers": 1}
+         "workers": 1, "scheduled": 0}
 
     # Only the hot resource's jobs remain: one running (blocked on the gate),
     # 999 waiting. What Redis sees now is the idle cost of the worker: its
@@ -251,9 +251,9 @@ def test_a_hundred_thousand_resources_drain_leaving_no_per_resource_key_and_no_s
     submit_seconds = time.monotonic() - submit_started
     queued = raw.info("memory")["used_memory"]
     assert len(set(ids)) == SCALE_JOBS
-    assert queue.stats() | {"locked_resources": 0, "workers": 0} == \
+    assert queue.stats() | {"locked_resources": 0, "workers": 0, "scheduled": 0} == \
         {"pending": SCALE_JOBS, "active": 0, "waiting": 0, "failed": 0, "locked_resources": 0,
-         "workers": 0}
+         "workers": 0, "scheduled": 0}
     assert raw.hlen(queue.keys.locks) == SCALE_JOBS
 
     per_job = (queued - baseline) / SCALE_JOBS

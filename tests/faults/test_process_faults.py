@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -19,6 +20,8 @@ from conftest import wait_until
 from processes import alive
 from queue_state import assert_queue_empty, queued_ids
 from sidelog import TASK_ID, GreenqRun, SideLog, wait_gone
+
+PATIENT = "fault.log.patient"  # the witness task with a 30 s task timeout
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,14 +102,56 @@ def test_a_child_killed_mid_job_has_its_jobs_retried_or_failed_per_retries_and_i
     assert [(e.pid, e.run) for e in side.lines_of(0, "start")] == [(victim, 1), (replacement, 2)]
     assert {e.pid for e in side.lines_of(1, "start") + side.lines_of(3, "start")} == {replacement}
     side.assert_one_at_a_time({0: "a", 1: "a", 2: "b", 3: "b"})
-    # Redis: job 2 failed as stale and released b; nothing else is left.
+    # Redis: job 2 failed (its master reclaimed it) and released b; nothing else is left.
     assert r.lrange(prefix + "failed", 0, -1) == [ids[2].encode()]
     record = r.hgetall(prefix + f"job:{ids[2]}")
     assert record[b"state"] == b"failed" and record[b"attempts"] == b"1"
-    assert b"stale" in record[b"error"]
+    assert f"pid {victim}) died (signal 9)".encode() in record[b"error"], record[b"error"]
     assert r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()]
     assert r.hlen(prefix + "locks") == 0 and r.llen(prefix + "pending") == 0
     assert f"(pid {victim}) died (signal 9)" in run.output()
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0
+
+
+def test_a_killed_childs_jobs_are_reclaimed_by_its_master_at_once_not_after_their_task_timeout(
+        runs, side, submitter, r, prefix):
+    """The task timeout is 30 s: a stale flush would bring the jobs back some
+    31 s after the kill. The master sees at once that its child died and
+    reclaims its jobs itself: retried or failed as a stale flush would."""
+    run = runs("-c", "1", "-w", "4")
+    [victim] = run.wait_ready(1)
+    ids = submitter.submit_jobs([
+        {**job(side, 0, "a", retries=1, first=60), "task_id": PATIENT},  # killed, run again
+        job(side, 1, "a"),                                                 # waits behind job 0
+        {**job(side, 2, "b", first=60), "task_id": PATIENT},              # killed, no retry: failed
+        job(side, 3, "b"),                                                 # gets b after job 2
+    ])
+    wait_until(lambda: starters(side) == {0, 2}, timeout=30)
+
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+
+    wait_until(lambda: r.llen(prefix + "failed") == 1, timeout=60)
+    reclaimed = time.monotonic() - killed
+    wait_until(lambda: len(side.lines_of(0, "start")) == 2, timeout=60)
+    ran_again = time.monotonic() - killed
+    # Well under the 30 s timeout (measured: see the commit message).
+    assert reclaimed < 10 and ran_again < 15, (reclaimed, ran_again)
+    wait_until(lambda: {0, 1, 3} <= set(side.count("end")), timeout=30)
+    [replacement] = run.wait_ready(1)
+    assert sorted((e.n, e.pid) for e in side.interrupted()) == [(0, victim), (2, victim)]
+    side.assert_each_ended_once([0, 1, 3])
+    assert [(e.pid, e.run) for e in side.lines_of(0, "start")] == [(victim, 1), (replacement, 2)]
+    side.assert_one_at_a_time({0: "a", 1: "a", 2: "b", 3: "b"})
+    # Redis: job 2 failed, naming the death, and released b; job 0 spent its retry.
+    assert r.lrange(prefix + "failed", 0, -1) == [ids[2].encode()]
+    record = r.hgetall(prefix + f"job:{ids[2]}")
+    assert record[b"state"] == b"failed" and record[b"attempts"] == b"1"
+    assert f"pid {victim}) died (signal 9)".encode() in record[b"error"], record[b"error"]
+    wait_until(lambda: r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()],
+               timeout=10)
+    assert r.hlen(prefix + "locks") == 0 and r.llen(prefix + "pending") == 0
     run.send(signal.SIGTERM)
     assert run.wait(30) == 0
 

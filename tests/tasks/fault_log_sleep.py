@@ -9,11 +9,15 @@ is 0, which spares big runs a read of the whole file per job.
 params: log (path), n (the job's number), seconds (how long every run
 sleeps, cooperatively), first (how long the first run sleeps instead),
 fail_first (the first run raises after its "start" line, writing
-"<n> <pid> fail <run>" instead of "end")."""
+"<n> <pid> fail <run>" instead of "end").
+
+The same file defines "fault.log.patient": the same task with a 30 s timeout."""
 import os
 import runpy
 
 import gevent
+
+import greenq
 
 id = "fault.log"
 timeout = 1.0
@@ -43,3 +47,10 @@ def perform(params):
         raise RuntimeError(f"job {n} fails its first run, as asked")
     gevent.sleep(seconds)
     _append(path, f"{n} {os.getpid()} end {run}")
+
+
+@greenq.task("fault.log.patient", timeout=30.0)
+def patient(params):
+    """The same witness with a 30 s task timeout: a stale flush reclaims its
+    jobs only after 30 s of silence (tests/faults/test_process_faults.py)."""
+    perform(params)

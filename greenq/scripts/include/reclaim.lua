@@ -1,0 +1,44 @@
+-- reclaim(queue, out, proc, id, why): take job `id` from process `proc`, which
+-- died or hung, as a crash: with retries left it goes to the back of the
+-- pending list with one retry fewer and keeps its resource (so the next job
+-- of that resource cannot overtake it); otherwise to the failed list, and
+-- its resource goes to the next waiting job. Its error text is `why`, unless
+-- its process left a note for this very lease (note.lua). Appends the job's
+-- output row to `out` (9 values: id, "retry" or "fail", task, resource,
+-- encoding, params, retries left, attempts, error) and returns true; returns
+-- false when `proc` no longer runs the job (it ended, or runs elsewhere now),
+-- or when its record vanished (eviction, a manual DEL): then a resource it
+-- held goes to the next job waiting, and "active" counts it down at once.
+-- The caller removes `id` from proc's owned set, and counts "active" down by
+-- the number of true returns.
+--   queue  as for release(), plus failed = LIST of failed job ids
+-- Needs include/release before it; uses nothing of the including script.
+local rcall = redis.call
+local function reclaim(queue, out, proc, id, why)
+  local job_key = queue.prefix .. "job:" .. id
+  if rcall("TYPE", job_key).ok ~= "hash" then
+    release_vanished(queue, id)
+    rcall("HINCRBY", queue.counts, "active", -1)
+    return false
+  end
+  local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
+                  "params", "retries", "attempts", "lease", "note", "note_lease")
+  if f[1] ~= "active" or f[2] ~= proc then return false end
+  if f[10] and f[11] == f[9] then why = f[10] end
+  local retries = tonumber(f[7]) or 0
+  local outcome = "fail"
+  if retries > 0 then
+    retries = retries - 1
+    outcome = "retry"
+    rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
+    rcall("LPUSH", queue.pending, id)
+  else
+    rcall("HSET", job_key, "state", "failed", "error", why)
+    rcall("RPUSH", queue.failed, id)
+    release(queue, f[4], id)
+  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]
+  out[n + 6], out[n + 7], out[n + 8], out[n + 9] = f[6], retries, f[8], why
+  return true
+end
