@@ -17,57 +17,18 @@ import pytest
 
 from conftest import TASKS, wait_until
 from greenq.config import PROCESS_GONE_AFTER
-from processes import alive, worker_children
+from faults.sidelog import GreenqRun
 
 GREENQ = [sys.executable, "-m", "greenq"]
 
 
-class Run:
-    """`greenq run TASK ...` on the test Redis, its output in a file."""
-
-    def __init__(self, tmp_path, redis_url: str, namespace: str, task: str, *options: str) -> None:
-        self.path = tmp_path / f"greenq-run-{time.monotonic_ns()}.log"
-        with open(self.path, "wb") as out:
-            self.process = subprocess.Popen(
-                GREENQ + ["run", os.path.join(TASKS, task), "--redis-url", redis_url,
-                          "--namespace", namespace, *options],
-                stdout=out, stderr=subprocess.STDOUT)
-        self.pid = self.process.pid
-        self.seen: set[int] = set()
-
-    def log(self) -> str:
-        return self.path.read_text(errors="replace")
-
-    def children(self, count: int) -> list[int]:
-        def ready():
-            pids = worker_children(self.pid, ready_only=True)
-            self.seen.update(pids)
-            return pids if len(pids) == count else None
-        return wait_until(ready, timeout=30, interval=0.05)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            assert self.process.wait(30) == 0, self.log()
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"greenq run did not exit within 30 s:\n{self.log()}")
-
-    def kill_all(self) -> None:
-        if self.process.poll() is None:
-            self.seen.update(worker_children(self.pid))
-            self.process.kill()
-            self.process.wait(10)
-        for pid in self.seen:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def runs(tmp_path, redis_url, namespace):
-    started: list[Run] = []
+    started: list[GreenqRun] = []
 
-    def start(task: str, *options: str) -> Run:
-        run = Run(tmp_path, redis_url, namespace, task, *options)
+    def start(task: str, *options: str) -> GreenqRun:
+        run = GreenqRun(tmp_path, redis_url, namespace, *options,
+                        task_file=os.path.join(TASKS, task))
         started.append(run)
         return run
 
@@ -87,6 +48,11 @@ def inspect(redis_url, namespace):
     return call
 
 
+def stop(run: GreenqRun) -> None:
+    run.send(signal.SIGTERM)
+    assert run.wait(30) == 0, run.output()
+
+
 def live_pids(inspect) -> list[int]:
     return sorted(p["pid"] for p in json.loads(inspect("--json").stdout)["processes"])
 
@@ -94,7 +60,7 @@ def live_pids(inspect) -> list[int]:
 def test_an_idle_greenq_run_with_two_children_shows_two_live_workers_in_inspect_and_stats(
         runs, inspect, make_queue):
     run = runs("proc_outcome.py", "-c", "2", "-w", "3")
-    children = run.children(2)
+    children = run.wait_ready(2)
     queue = make_queue()
 
     wait_until(lambda: queue.stats()["workers"] == 2, timeout=10)
@@ -117,13 +83,13 @@ def test_an_idle_greenq_run_with_two_children_shows_two_live_workers_in_inspect_
                                     str(proc["index"]), "of", "master"]
         assert f"master {run.pid}  busy=0/3  heartbeat=" in line
     assert text[3] == "running jobs (0 shown):"
-    run.stop()
+    stop(run)
 
 
 def test_a_sigkilled_child_drops_out_of_the_live_workers_within_the_documented_time(
         runs, inspect, make_queue):
     run = runs("proc_outcome.py", "-c", "2", "-w", "3")
-    victim, survivor = run.children(2)
+    victim, survivor = run.wait_ready(2)
     queue = make_queue()
     wait_until(lambda: live_pids(inspect) == [victim, survivor], timeout=10)
 
@@ -136,20 +102,20 @@ def test_a_sigkilled_child_drops_out_of_the_live_workers_within_the_documented_t
     # Listed until its last heartbeat is PROCESS_GONE_AFTER old, not longer
     # (a heartbeat is at most a tick, 1 s, old when it dies).
     assert took < PROCESS_GONE_AFTER + 3
-    [replacement] = set(run.children(2)) - {survivor}
+    [replacement] = set(run.wait_ready(2)) - {survivor}
     wait_until(lambda: live_pids(inspect) == sorted([survivor, replacement]), timeout=10)
     assert queue.stats()["workers"] == 2
-    run.stop()
+    stop(run)
 
 
 def test_after_a_clean_stop_no_worker_is_live_and_the_registry_is_empty(
         runs, inspect, make_queue, r, namespace):
     run = runs("proc_outcome.py", "-c", "2", "-w", "3")
-    run.children(2)
+    run.wait_ready(2)
     queue = make_queue()
     wait_until(lambda: queue.stats()["workers"] == 2, timeout=10)
 
-    run.stop()
+    stop(run)
 
     assert queue.stats()["workers"] == 0
     assert json.loads(inspect("--json").stdout)["processes"] == []

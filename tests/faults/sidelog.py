@@ -158,13 +158,14 @@ def wait_gone(pids, timeout: float) -> None:
 
 
 class GreenqRun:
-    """One `greenq run` of the witness task, its output in a file."""
+    """One `greenq run` of the witness task (or of `task_file`), its output in a file."""
 
-    def __init__(self, tmp_path, url: str, namespace: str, *options: str) -> None:
+    def __init__(self, tmp_path, url: str, namespace: str, *options: str,
+                 task_file: str = TASK_FILE) -> None:
         self.out_path = tmp_path / f"greenq-run-{time.monotonic_ns()}.log"
         self._out = open(self.out_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "greenq", "run", TASK_FILE, "--redis-url", url,
+            [sys.executable, "-m", "greenq", "run", task_file, "--redis-url", url,
              "--namespace", namespace, *options],
             stdout=self._out, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
