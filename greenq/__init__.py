@@ -7,9 +7,11 @@ before gevent has had the chance to patch them.
 
 from typing import TYPE_CHECKING
 
-from .errors import (BrokerError, ChildGaveUp, GreenQError, JobDecodeError, LeaseLostError,
-                     LoopCrashedError, NotPatchedError, ParamsError, StateError,
-                     TaskDefinitionError, TimeLimitExceeded, UnknownTaskError, WorkerShutdown)
+from .current import current_job
+from .errors import (BrokerError, ChildGaveUp, GreenQError, JobCancelled, JobDecodeError,
+                     JobNotFoundError, LeaseLostError, LoopCrashedError, NotPatchedError,
+                     ParamsError, StateError, TaskDefinitionError, TimeLimitExceeded,
+                     UnknownTaskError, WaitTimeout, WorkerShutdown)
 from .job import Job
 from .registry import task
 
@@ -18,10 +20,10 @@ if TYPE_CHECKING:  # type checkers see the class; at run time __getattr__ import
 
 __version__ = "0.1.0"
 
-__all__ = ["GreenQueue", "task", "Job", "GreenQError", "TaskDefinitionError", "ParamsError",
+__all__ = ["GreenQueue", "task", "Job", "current_job", "GreenQError", "TaskDefinitionError", "ParamsError",
            "JobDecodeError", "UnknownTaskError", "LeaseLostError", "NotPatchedError",
            "StateError", "BrokerError", "ChildGaveUp", "LoopCrashedError", "TimeLimitExceeded",
-           "WorkerShutdown", "__version__"]
+           "WorkerShutdown", "JobCancelled", "JobNotFoundError", "WaitTimeout", "__version__"]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,12 @@ DEFAULT_QUEUE_ID = "default"
 DEFAULT_TASK_TIMEOUT = 10.0       # a running job is dead after this long without a heartbeat
 DEFAULT_WORKER_COUNT = 100        # concurrent jobs (greenlets) per process
 DEFAULT_FLUSH_STALE_TIMEOUT = 30.0  # at most this long between scans for dead jobs
+# A succeeded or cancelled job's record (state, result) stays readable this
+# long; failed ones stay in the failed queue until retried or deleted.
+DEFAULT_RESULT_TTL = 300.0
+# A job someone wait()s on keeps its record at least this long after it
+# ended, even with result_ttl 0, so its waiters can read how it ended.
+WATCHED_RECORD_GRACE = 60.0
 DEFAULT_UNKNOWN_TASK_GRACE = 300.0  # a job of a task no fetching worker knows fails after this long
 UNKNOWN_TASK_BACKOFF = (1.0, 30.0)  # first and longest wait before such a job is fetched again
 MAX_TICK_INTERVAL = 1.0           # heartbeats at least this often, and 4x per smallest timeout
@@ -18,7 +24,7 @@ REDIS_STALL = 2.0                 # no worker call reached Redis for this long: 
 STALL_GRACE = 5.0                 # then periodic stale flushes wait this long for heartbeats
 PROCESS_GONE_AFTER = 5.0          # a worker process silent this long (5+ ticks) is no longer live
 MAX_PARAMS_BYTES = 1024 * 1024    # encoded params above this are refused at submit and fetch
-MAX_ID_LENGTH = 512               # task and resource ids, in characters
+MAX_ID_LENGTH = 512               # task, resource and job ids, in characters
 
 SOCKET_TIMEOUT = 10.0             # no Redis answer within this long = connection broken
 CONNECT_TIMEOUT = 5.0

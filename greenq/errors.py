@@ -67,3 +67,18 @@ class TimeLimitExceeded(BaseException):
 class LoopCrashedError(GreenQError):
     """Raised (as an `error` event) when a worker process' fetch or commit
     loop died of an unexpected exception (a bug); the loop starts again."""
+
+
+class JobCancelled(BaseException):
+    """Thrown into a running job's greenlet where it next yields after
+    `cancel()` reached its process; the job then ends "cancelled" and is not
+    retried. A BaseException, so a task's `except Exception` cannot swallow it."""
+
+
+class JobNotFoundError(GreenQError, LookupError):
+    """Raised by `wait()` when the job id is unknown, or its record expired
+    (result_ttl) or was deleted."""
+
+
+class WaitTimeout(GreenQError, TimeoutError):
+    """Raised by `wait()` when its timeout passed before the job ended."""

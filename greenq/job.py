@@ -1,4 +1,5 @@
-"""The Job record handed to tasks' events, and its decoding from script replies."""
+"""The Job record handed to tasks' events, and its decoding from script
+replies and from the record in Redis (get_job, wait, failed_jobs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from .serializers import decode_params
 
 # Entries per job in the flat replies of fetch.lua and flush_stale.lua.
 ROW = 9
+
+# Where a job can be; exactly one at any moment (the record's "state").
+STATES = ("scheduled", "waiting", "pending", "active", "succeeded", "failed", "cancelled")
+# States a job does not leave by itself: wait() returns on these.
+ENDED = frozenset(("succeeded", "failed", "cancelled"))
 
 
 @dataclass(slots=True)
@@ -26,6 +32,20 @@ class Job:
     token: str = field(default="", repr=False)  # lease of the current run
     # Seconds `perform` ran, in the process that ran it (None: it did not run).
     duration: float | None = field(default=None, repr=False, compare=False)
+    # One of STATES as Redis had it when this Job was read (None: not read
+    # from the record, e.g. a job handed to a running task).
+    state: str | None = None
+    result: Any = None    # what perform returned, once succeeded
+
+    @property
+    def fencing_token(self) -> int:
+        """The lease of the current (or last) run: drawn from one counter per
+        queue, so every run started holds a larger token than every earlier
+        run of any job, those of its resource included. 0 before a first run."""
+        try:
+            return int(self.token or 0)
+        except ValueError:
+            return 0
 
 
 def text(value: bytes | str | None) -> str | None:
@@ -63,4 +83,25 @@ def decode_row(row: Sequence[Any], max_params_bytes: int) -> Job:
     except JobDecodeError as exc:
         exc.job = job
         raise
+    return job
+
+
+def job_from_record(job_id: str, record: dict, max_params_bytes: int) -> Job:
+    """A Job from a record as HGETALL returns it (bytes keys). Params or a
+    result that cannot be decoded are left as the raw bytes (an operator's
+    view must still show the job); its error text says why it failed."""
+    get = record.get
+    job = Job(id=job_id, task_id=text(get(b"task")) or "", resource_id=text(get(b"res")),
+              params=None, retries=number(get(b"retries")), attempts=number(get(b"attempts")),
+              error=text(get(b"error")), token=text(get(b"lease")) or "",
+              state=text(get(b"state")))
+    try:
+        job.params = decode_params(get(b"enc"), get(b"params"), max_params_bytes)
+    except JobDecodeError:
+        job.params = get(b"raw", get(b"params"))
+    if b"result" in record:
+        try:
+            job.result = decode_params(get(b"renc"), get(b"result"), max_params_bytes, "result")
+        except JobDecodeError:
+            job.result = get(b"result")
     return job

@@ -8,12 +8,13 @@ class Keys:
     """Key names for queue `queue_id` under `namespace`.
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
-    ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``) are
+    ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``,
+    ``cancels:<process id>``) are
     built inside the Lua scripts from `prefix`.
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock", "workers", "alive", "delayed")
+                 "beats", "clock", "workers", "alive", "delayed", "ended")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -41,6 +42,10 @@ class Keys:
         # ZSET job id -> ms it becomes runnable again (a job no worker that
         # fetched it knew, waiting for one that does); fetch.lua promotes it.
         self.delayed = self.prefix + "delayed"
+        # Pub/sub channel, not a key: the id of every job that ended while
+        # its record carried a "watch" mark (a wait() was on it), published
+        # by the script that ended it (include/ended.lua, watch.lua).
+        self.ended = self.prefix + "ended"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -53,3 +58,6 @@ class Keys:
 
     def receipts(self, process_id: str) -> str:
         return f"{self.prefix}receipts:{process_id}"
+
+    def cancels(self, process_id: str) -> str:
+        return f"{self.prefix}cancels:{process_id}"

@@ -108,11 +108,12 @@ class Serializer:
         self.allow_bytes = allow_bytes
         self._dump = dump
 
-    def encode(self, params: Any, max_bytes: int) -> bytes:
-        check_params(params, self.allow_bytes)
+    def encode(self, params: Any, max_bytes: int, what: str = "params") -> bytes:
+        """`what`: how errors name the value ("params", or a task's "result")."""
+        check_params(params, self.allow_bytes, what)
         blob = self._dump(params)
         if len(blob) > max_bytes:
-            raise ParamsError(f"params encode to {len(blob)} bytes, over the {max_bytes}-byte cap")
+            raise ParamsError(f"{what} encode to {len(blob)} bytes, over the {max_bytes}-byte cap")
         return blob
 
 
@@ -133,12 +134,13 @@ def get_serializer(name: str) -> Serializer:
         raise ValueError(f"serializer must be 'msgpack' or 'json', not {name!r}") from None
 
 
-def decode_params(tag: bytes | str | None, blob: bytes | None, max_bytes: int) -> Any:
-    """Decode a stored params blob written by either serializer."""
+def decode_params(tag: bytes | str | None, blob: bytes | None, max_bytes: int,
+                  what: str = "params") -> Any:
+    """Decode a stored params (or result: `what`) blob written by either serializer."""
     if blob is None:
-        raise JobDecodeError("record has no params")
+        raise JobDecodeError(f"record has no {what}")
     if len(blob) > max_bytes:
-        raise JobDecodeError(f"params are {len(blob)} bytes, over the {max_bytes}-byte cap")
+        raise JobDecodeError(f"{what} are {len(blob)} bytes, over the {max_bytes}-byte cap")
     if isinstance(tag, bytes):
         tag = tag.decode("ascii", "replace")
     try:
@@ -147,15 +149,15 @@ def decode_params(tag: bytes | str | None, blob: bytes | None, max_bytes: int) -
         elif tag == JSON:
             value = json.loads(blob)
         else:
-            raise JobDecodeError(f"unknown params encoding {tag!r}")
+            raise JobDecodeError(f"unknown {what} encoding {tag!r}")
     except JobDecodeError:
         raise
     except Exception as exc:  # msgpack and json raise a zoo of types on bad input
-        raise JobDecodeError(f"params cannot be decoded as {tag!r}: {exc!r}") from None
+        raise JobDecodeError(f"{what} cannot be decoded as {tag!r}: {exc!r}") from None
     # A record written by someone else may hold what submit refuses (msgpack
     # timestamps skip ext_hook; json.loads takes NaN): tasks see JSON shapes only.
     try:
-        check_params(value, allow_bytes=tag == MSGPACK)
+        check_params(value, allow_bytes=tag == MSGPACK, where=what)
     except ParamsError as exc:
-        raise JobDecodeError(f"params decoded as {tag!r} hold {exc}") from None
+        raise JobDecodeError(f"{what} decoded as {tag!r} hold {exc}") from None
     return value
