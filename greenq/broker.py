@@ -283,7 +283,7 @@ class Broker:
         first, longest = config.UNKNOWN_TASK_BACKOFF
         return ("give_back_unknown", (k.delayed, k.counts, k.pending, k.locks, k.failed, k.held),
                 (k.prefix, process_id, _flag(drop_receipts), grace_ms, int(first * 1000),
-                 int(longest * 1000), *groups))
+                 int(longest * 1000), *self.keep_args, *groups))
 
     def give_back_unknown(self, process_id: str, groups: Sequence, grace_ms: int,
                           client: Client = None) -> list:
@@ -293,7 +293,7 @@ class Broker:
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
         return ("give_back", (k.pending, k.counts, k.locks, k.held),
-                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+                (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *pairs))
 
     def drop_receipts(self, process_id: str, client: Client = None) -> None:
         """Forget this process' finish receipts (it saw every reply)."""

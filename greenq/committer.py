@@ -320,12 +320,15 @@ class Committer:
                 self._resending.discard(job.id)
                 if logged:
                     joblog.given_back(job)
+            elif code == Outcome.CANCELLED:  # a cancel reached it: it ended, not given back
+                self._cancelled(job)
             else:
                 self._lost(job, code, "was given back")
 
     def _after_give_back_unknown(self, unknown: list, codes: list[int]) -> None:
         for (job, why), code in zip(unknown, codes):
-            if code == Outcome.DELAYED or code == Outcome.DONE:
+            if code in (Outcome.DELAYED, Outcome.DONE, Outcome.CANCELLED):
+                # CANCELLED: a cancel came after its fetch; it never ran here.
                 self._resending.discard(job.id)
                 if code == Outcome.DONE:  # its grace was over: failed for good
                     job.error = f"UnknownTaskError: {why}"

@@ -11,8 +11,9 @@
   its grace is over fails for good, whatever its retries, with the error
   text given, and its resource goes to the next waiting job. The back-off
   doubles (the time waited so far, between the first and the longest
-  back-off) and never passes the end of the grace. Lease-checked like
-  complete.lua.
+  back-off) and never passes the end of the grace. A job a cancel reached
+  since its fetch (cancel.lua marked it) ends "cancelled" instead, its
+  resource passing on. Lease-checked like complete.lua.
   Input:
     KEYS[1] delayed  ZSET job id -> ms it becomes runnable
     KEYS[2] counts   HASH "active", "waiting" counters
@@ -20,13 +21,16 @@
     KEYS[4] locks    HASH resource id -> holding job id
     KEYS[5] failed   LIST of failed job ids, oldest first
     KEYS[6] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
-    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>
+    ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
+            cancels:<process id>
     ARGV[2] process id
     ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
     ARGV[4] grace ms
     ARGV[5] first back-off ms, ARGV[6] longest back-off ms
-    ARGV[7..] triples: job id, lease token, error text (for a job whose grace is over)
-  Output: one code per job: 3 delayed; 1 failed (its grace is over); 0 no
+    ARGV[7] ms to keep an ended record (result_ttl), ARGV[8] at least when watched
+            (include/ended.lua)
+    ARGV[9..] triples: job id, lease token, error text (for a job whose grace is over)
+  Output: one code per job: 3 delayed; 1 failed (its grace is over); 4 cancelled; 0 no
           record (its resource, if others wait for it, is passed on);
           -1 lease lost. (The first two also for an earlier send of this call.)
 ]]
@@ -43,14 +47,13 @@ local first_backoff, longest_backoff = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- @include ended
 
 local now = now_ms()
--- keep: a job ended here ends failed, and failed records stay.
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, keep = 0, grace = 0, now = now }
+                held = held_key, keep = tonumber(ARGV[7]), grace = tonumber(ARGV[8]), now = now }
 local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, ended = {}, 0
 receipts.drop(ARGV[3])
-for i = 7, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
   local f, code = receipts.check(job_key, id, token)
@@ -61,7 +64,13 @@ for i = 7, #ARGV, 3 do
     local since = tonumber(u[1]) or now
     local waited = now - since
     local attempts = math.max((tonumber(u[2]) or 1) - 1, 0)
-    if waited >= grace then
+    if f[6] then
+      rcall("SREM", prefix .. "cancels:" .. proc, id)
+      rcall("HDEL", job_key, "unknown_since")
+      release(queue, f[4], id)
+      end_job(queue, id, job_key, "cancelled", f[7], { "attempts", attempts })
+      code = 4
+    elseif waited >= grace then
       rcall("HDEL", job_key, "unknown_since")
       rcall("RPUSH", failed_key, id)
       release(queue, f[4], id)
