@@ -311,6 +311,20 @@ class Broker:
         k = self.keys
         return self._run(self.shared, "delete_failed", (k.failed,), (k.prefix, limit))
 
+    def failed_select(self, mode: str, *, job_ids: Sequence[str] = (), task_id: str = "",
+                      cursor: int | None = None, limit: int = 0) -> tuple[int, int, bool]:
+        """Retry or delete (`mode`) the failed jobs that match (see
+        failed_select.lua): the `job_ids` given (at most config.SCRIPT_BATCH
+        per call), those of them whose task is `task_id` too; or, with a
+        `cursor`, those of task `task_id` among `limit` slots of the failed
+        list from there. Returns (jobs acted on, next cursor, done)."""
+        k = self.keys
+        how = ("walk", cursor, limit) if cursor is not None else ("ids", *job_ids)
+        acted, next_cursor, done = self._run(
+            self.shared, "failed_select", (k.failed, k.pending, k.locks, k.counts, k.held),
+            (k.prefix, mode, task_id, *how))
+        return acted, next_cursor, bool(done)
+
     def _now_ms(self) -> int:
         seconds, micros = self.shared.time()
         return seconds * 1000 + micros // 1000
@@ -372,6 +386,26 @@ class Broker:
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
+        if not ids:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id.decode()))
+        return list(zip(ids, pipe.execute()))
+
+    def failed_tasks(self, start: int, count: int) -> list[tuple[bytes, bytes | None]]:
+        """(id, task id) of `count` failed jobs from index `start`: what a
+        listing filtered by task reads before it fetches the records."""
+        ids = self.shared.lrange(self.keys.failed, start, start + count - 1)
+        if not ids:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id.decode()), "task")
+        return list(zip(ids, pipe.execute(raise_on_error=False)))
+
+    def records(self, ids: Sequence[bytes]) -> list[tuple[bytes, dict]]:
+        """(id, HGETALL) of each of `ids`, in one round trip."""
         if not ids:
             return []
         pipe = self.shared.pipeline(transaction=False)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import redis
 
-from . import config
+from . import config, failed
 from .broker import Broker
 from .errors import NotPatchedError, ParamsError, StateError
 from .events import EventBus
@@ -269,11 +269,24 @@ class GreenQueue:
             if done < _FLUSH_BATCH:
                 return total
 
-    def retry_failed_jobs(self) -> int:
-        return self._drain(self.broker.retry_failed)
+    def retry_failed_jobs(self, job_ids: Iterable[str] | None = None,
+                          task_id: str | None = None) -> int:
+        """Put failed jobs back on the queue, behind their resource's holder:
+        every one, or those of `job_ids` and/or of task `task_id` (both:
+        the jobs that match both). Returns how many."""
+        ids, task = failed.check_filters(job_ids, task_id)
+        if ids is None and task is None:
+            return self._drain(self.broker.retry_failed)
+        return failed.select(self.broker, "retry", ids, task)
 
-    def delete_failed_jobs(self) -> int:
-        return self._drain(self.broker.delete_failed)
+    def delete_failed_jobs(self, job_ids: Iterable[str] | None = None,
+                           task_id: str | None = None) -> int:
+        """Delete failed jobs, records included: every one, or those of
+        `job_ids` and/or of task `task_id`. Returns how many."""
+        ids, task = failed.check_filters(job_ids, task_id)
+        if ids is None and task is None:
+            return self._drain(self.broker.delete_failed)
+        return failed.select(self.broker, "delete", ids, task)
 
     def force_flush_stale_jobs(self) -> int:
         from .committer import Committer
@@ -296,11 +309,16 @@ class GreenQueue:
             total += reporter.after_flush(rows)
         return total
 
-    def failed_jobs(self, limit: int = 100) -> list[Job]:
+    def failed_jobs(self, limit: int = 100, task_id: str | None = None) -> list[Job]:
+        """The failed queue, oldest first: at most `limit` jobs, only those
+        of task `task_id` when it is given."""
         from .serializers import decode_params
 
+        _, task_id = failed.check_filters(None, task_id)
+        records = self.broker.failed_records(limit) if task_id is None else \
+            failed.records_of_task(self.broker, task_id, limit)
         jobs = []
-        for job_id, record in self.broker.failed_records(limit):
+        for job_id, record in records:
             if not record:
                 continue
             try:

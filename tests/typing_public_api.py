@@ -21,6 +21,9 @@ def use_the_api(queue: GreenQueue) -> None:
     counts: dict[str, int] = queue.stats()
     failed: list[Job] = queue.failed_jobs(limit=10)
     moved: int = queue.retry_failed_jobs() + queue.delete_failed_jobs()
+    moved += queue.retry_failed_jobs(job_ids=["a", "b"], task_id="typed.add")
+    moved += queue.delete_failed_jobs(job_ids=("a",)) + queue.delete_failed_jobs(task_id="t")
+    failed += queue.failed_jobs(limit=5, task_id="typed.add")
     flushed: int = queue.force_flush_stale_jobs()
     first: Job = failed[0]
     text: str | None = first.error
