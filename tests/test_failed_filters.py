@@ -42,7 +42,7 @@ def fail_by_script(queue, tasks: list[str]) -> list[str]:
     fetch and fail scripts, as a worker would, 100 at a time. Returns the
     ids, in the failed list's order."""
     broker = queue.broker
-    rows = [[new_job_id(), task, "", "m", msgpack.packb({"n": n}), 0]
+    rows = [[new_job_id(), task, "", "m", msgpack.packb({"n": n}), 0, "0"]
             for n, task in enumerate(tasks)]
     broker.submit(rows)
     client = broker.channel(1)
