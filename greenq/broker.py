@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
+from .job import ENDED
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ _GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
+
+
+def record(flat: list | dict) -> dict:
+    """A record from HGETALL's raw flat reply (field, value, ...) as a dict,
+    as redis-py's client would give it."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[0::2], flat[1::2]))
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -298,6 +307,34 @@ class Broker:
         for job_id in ids:
             pipe.hget(self.keys.job(job_id), "lease")
         return [(job_id, (lease or b"").decode()) for job_id, lease in zip(ids, pipe.execute())]
+
+    # -- wait ----------------------------------------------------------------
+
+    def watch(self, job_ids: Sequence[str]) -> list[list | None]:
+        """watch.lua for each id, in one round trip: None, no record; [] not
+        ended yet (now marked, so its end is published on keys.ended); else
+        the ended record as HGETALL's flat list (see record()). Safe to send
+        twice, so a connection Redis closed while idle is retried once."""
+        ended = sorted(ENDED)
+        return self._pipeline(None, [("watch", (self.keys.job(i),), ended) for i in job_ids],
+                              resend_safe=True)
+
+    def subscribe_ended(self) -> redis.client.PubSub:
+        """A pub/sub connection of its own (a pool of one), with SUBSCRIBE to
+        keys.ended sent; the caller reads the confirmation, then the ids."""
+        pubsub = self.channel(1).pubsub()
+        pubsub.subscribe(self.keys.ended)
+        return pubsub
+
+    def job_records(self, job_ids: Sequence[str]) -> list[dict]:
+        """The records of `job_ids` (HGETALL, bytes keys; {} when gone), in
+        one round trip."""
+        replies = self._send(None, [("HGETALL", self.keys.job(i)) for i in job_ids],
+                             resend_safe=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [record(reply) for reply in replies]
 
     # -- failed queue and inspection --------------------------------------
 
