@@ -40,7 +40,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def record(flat: list | dict) -> dict:
+def record_from_flat(flat: list | dict) -> dict:
     """A record from HGETALL's raw flat reply (field, value, ...) as a dict,
     as redis-py's client would give it."""
     if isinstance(flat, dict):
@@ -56,8 +56,12 @@ def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
 class Broker:
     """Redis access for one queue (`keys`)."""
 
-    def __init__(self, connection: dict[str, Any], keys: Keys) -> None:
+    def __init__(self, connection: dict[str, Any], keys: Keys,
+                 result_ttl: float = config.DEFAULT_RESULT_TTL) -> None:
         self.keys = keys
+        # How long scripts keep an ended job's record (include/ended.lua):
+        # result_ttl, and at least the grace when someone waits on it.
+        self.keep_args = (int(result_ttl * 1000), int(config.WATCHED_RECORD_GRACE * 1000))
         self._connection = connection
         self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
         # One pool for the calls of any greenlet or thread: submits borrow its
@@ -167,12 +171,26 @@ class Broker:
             calls.append(("submit", (k.pending, k.locks, k.counts, k.held), args))
         return calls
 
-    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
+    def add(self, rows: Sequence[Sequence], client: Client = None) -> tuple[int, list[str]]:
         """Add jobs; each row: id, task, resource ("" none), encoding, params,
-        retries. Safe to send twice (a re-sent call adds nothing, even after
-        its jobs ran), so a connection Redis closed while idle is retried
-        once."""
-        return sum(self._pipeline(client, self.submit_calls(rows), resend_safe=True))
+        retries, coalesce ("1"/"0"). Returns how many were added and each
+        row's job id (the id of the job a coalescing row was merged into).
+        Safe to send twice (a re-sent call adds nothing, even after its jobs
+        ran), so a connection Redis closed while idle is retried once."""
+        ids = [row[0] for row in rows]
+        added = 0
+        replies = self._pipeline(client, self.submit_calls(rows), resend_safe=True)
+        for call, (count, coalesced) in enumerate(replies):
+            added += count
+            first = call * config.SCRIPT_BATCH
+            for position, job_id in zip(coalesced[0::2], coalesced[1::2]):
+                ids[first + int(position) - 1] = job_id.decode() if isinstance(job_id, bytes) \
+                    else str(job_id)
+        return added, ids
+
+    def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:
+        """add(), answering only how many jobs were added."""
+        return self.add(rows, client)[0]
 
     # -- worker path -------------------------------------------------------
 
@@ -206,15 +224,18 @@ class Broker:
             before=[("BLMOVE", k.pending, k.handoff, "RIGHT", "LEFT", seconds)])
         return jobs, problems
 
-    def complete_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
+    def complete_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
+        """`groups`: job id, lease token, result encoding, result blob ("" both: none)."""
         k = self.keys
         return ("complete", (k.pending, k.locks, k.counts, k.held),
-                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+                (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *groups))
 
     def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
+        """`groups`: job id, lease token, error text, "0" may retry / "1" final /
+        "c" cancelled (see fail.lua)."""
         k = self.keys
         return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held),
-                (k.prefix, process_id, _flag(drop_receipts), *groups))
+                (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *groups))
 
     def heartbeat_call(self, process_id: str, leaving: bool = False) -> tuple:
         """`leaving`: also take the process out of the registry of live
@@ -230,14 +251,16 @@ class Broker:
         k = self.keys
         return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock,
                                 k.held),
-                (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0"))
+                (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0", *self.keep_args))
 
     def run_batch(self, client: Client, calls: list[tuple]) -> list:
         """Several script calls (from the *_call methods) in one round trip."""
         return self._pipeline(client, calls)
 
     def complete(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
-        return self._run(client or self.shared, *self.complete_call(process_id, pairs))
+        """Finish jobs as succeeded without a result; `pairs`: job id, lease token."""
+        groups = [x for i in range(0, len(pairs), 2) for x in (pairs[i], pairs[i + 1], "", "")]
+        return self._run(client or self.shared, *self.complete_call(process_id, groups))
 
     def fail(self, process_id: str, groups: Sequence, client: Client = None) -> list:
         return self._run(client or self.shared, *self.fail_call(process_id, groups))
@@ -257,7 +280,7 @@ class Broker:
         k = self.keys
         rows, left = self._run(client or self.shared, "reclaim_process",
                                (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held),
-                               (k.prefix, process_id, why, limit))
+                               (k.prefix, process_id, why, limit, *self.keep_args))
         return rows, left
 
     def give_back_unknown_call(self, process_id: str, groups: Sequence, grace_ms: int,
@@ -308,13 +331,27 @@ class Broker:
             pipe.hget(self.keys.job(job_id), "lease")
         return [(job_id, (lease or b"").decode()) for job_id, lease in zip(ids, pipe.execute())]
 
+    # -- one job ----------------------------------------------------------
+
+    def cancel(self, job_id: str) -> int:
+        """1 cancelled (or under way, for a running job), 0 ended or unknown (cancel.lua)."""
+        k = self.keys
+        return self._run(self.shared, "cancel", (k.locks, k.counts, k.pending, k.held, k.delayed),
+                         (k.prefix, job_id, *self.keep_args))
+
+    def record(self, job_id: str) -> dict[bytes, bytes]:
+        """A job's record as it is now, in one round trip ({} when there is none).
+        Raises redis.ResponseError (WRONGTYPE) when the key is not a hash."""
+        return self.shared.hgetall(self.keys.job(job_id))
+
     # -- wait ----------------------------------------------------------------
 
     def watch(self, job_ids: Sequence[str]) -> list[list | None]:
         """watch.lua for each id, in one round trip: None, no record; [] not
         ended yet (now marked, so its end is published on keys.ended); else
-        the ended record as HGETALL's flat list (see record()). Safe to send
-        twice, so a connection Redis closed while idle is retried once."""
+        the ended record as HGETALL's flat list (record_from_flat makes it a
+        dict). Safe to send twice: a connection Redis closed while idle is
+        retried once."""
         ended = sorted(ENDED)
         return self._pipeline(None, [("watch", (self.keys.job(i),), ended) for i in job_ids],
                               resend_safe=True)
@@ -334,7 +371,7 @@ class Broker:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [record(reply) for reply in replies]
+        return [record_from_flat(reply) for reply in replies]
 
     # -- failed queue and inspection --------------------------------------
 
@@ -357,12 +394,14 @@ class Broker:
         live_since = self._now_ms() - _GONE_MS
         pipe = self.shared.pipeline(transaction=True)
         pipe.llen(k.pending).llen(k.handoff).llen(k.failed)
-        pipe.hmget(k.counts, "active", "waiting").hlen(k.locks).zcard(k.delayed)
+        pipe.hmget(k.counts, "active", "waiting", "skipped").hlen(k.locks).zcard(k.delayed)
         # Live processes are few (the rest are pruned); ZRANGEBYSCORE rather
         # than ZCOUNT keeps the documented ACL (docs/acl.md) as it was.
         pipe.zrangebyscore(k.alive, live_since, "+inf")
-        pending, handed_off, failed, (active, waiting), locked, scheduled, live = pipe.execute()
-        return {"pending": pending + handed_off, "active": int(active or 0), "waiting": int(waiting or 0),
+        pending, handed_off, failed, (active, waiting, skipped), locked, scheduled, live = \
+            pipe.execute()
+        # Cancelled ids stay in pending until a fetch skips them (cancel.lua).
+        return {"pending": max(0, pending + handed_off - int(skipped or 0)), "active": int(active or 0), "waiting": int(waiting or 0),
                 "failed": failed, "locked_resources": locked, "scheduled": scheduled,
                 "workers": len(live)}
 

@@ -59,7 +59,8 @@ def main() -> None:
                            worker_count=config["worker_count"], serializer=config["serializer"],
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"],
-                           unknown_task_grace=config["unknown_task_grace"])
+                           unknown_task_grace=config["unknown_task_grace"],
+                           result_ttl=config["result_ttl"])
         queue._exit_when_stuck = True
         queue._about = {"role": "child", "index": config["index"], "master": os.getppid()}
         # Before it can fetch: the master reclaims this process' jobs under
@@ -68,7 +69,7 @@ def main() -> None:
         for spec in config["tasks"]:
             queue.register_task(spec)
         subscribed = set(config["events"])
-        for event in ("job_success", "job_fail", "job_retry", "error"):
+        for event in ("job_success", "job_fail", "job_retry", "job_cancel", "error"):
             queue.on(event, lambda payload, event=event: event in subscribed and link.send(
                 "event", event, encode_payload(event, payload)))
         queue.start()

@@ -32,7 +32,8 @@ class Committer:
 
     def __init__(self, broker: Broker, process_id: str, tick_interval: float,
                  health: Health | None, emit: Callable, max_params_bytes: int,
-                 flush_interval: float | None = None, unknown_task_grace: float = 0.0) -> None:
+                 flush_interval: float | None = None, unknown_task_grace: float = 0.0,
+                 on_cancel: Callable[[list[str]], None] | None = None) -> None:
         self.broker = broker
         self.process_id = process_id
         self.tick_interval = tick_interval
@@ -42,8 +43,10 @@ class Committer:
         self.health = health
         self.emit = emit
         self.max_params_bytes = max_params_bytes
-        self._succeeded: list[Job] = []
-        self._failed: list[tuple[Job, str, bool]] = []
+        self._succeeded: list[tuple[Job, str, bytes]] = []  # job, result encoding, result blob
+        # Told the ids of running jobs a cancel reached, from each heartbeat's reply.
+        self.on_cancel = on_cancel
+        self._failed: list[tuple[Job, str, str]] = []  # job, error text, how (see fail.lua)
         self._given_back: list[Job] = []
         self._unknown: list[tuple[Job, str]] = []  # job, why it fails should its grace be over
         self.unknown_task_grace_ms = int(unknown_task_grace * 1000)
@@ -63,9 +66,15 @@ class Committer:
 
     # -- called by job greenlets -------------------------------------------
 
-    def succeeded(self, job: Job) -> None:
+    def succeeded(self, job: Job, result_encoding: str = "", result: bytes = b"") -> None:
         self.unsettled.add(job.id)
-        self._succeeded.append(job)
+        self._succeeded.append((job, result_encoding, result))
+        self._wake.set()
+
+    def cancelled(self, job: Job) -> None:
+        """`job` stopped by JobCancelled: it ends "cancelled" (fail.lua)."""
+        self.unsettled.add(job.id)
+        self._failed.append((job, "", "c"))
         self._wake.set()
 
     def failed(self, job: Job, error: str, final: bool = False) -> None:
@@ -73,7 +82,7 @@ class Committer:
         # that is not UTF-8, decoded by os.fsdecode) could never be sent.
         error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.unsettled.add(job.id)
-        self._failed.append((job, error, final))
+        self._failed.append((job, error, "1" if final else "0"))
         self._wake.set()
 
     def give_back(self, job: Job) -> None:
@@ -121,7 +130,8 @@ class Committer:
         timer.start()
         self.broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
         try:
-            held, _now = self.broker.heartbeat(self.process_id, self.client, leaving=True)
+            held, _now, _cancels = self.broker.heartbeat(self.process_id, self.client,
+                                                         leaving=True)
             if not self._resending:
                 self.broker.drop_receipts(self.process_id, self.client)
         except REDIS_TROUBLE as exc:
@@ -190,13 +200,13 @@ class Committer:
         # once every reply they got was seen.
         drop = self._receipts_written and not self._resending
         if succeeded:
-            pairs = [x for job in succeeded for x in (job.id, job.token)]
-            calls.append(self.broker.complete_call(pid, pairs, drop))
+            groups = [x for job, encoding, blob in succeeded
+                      for x in (job.id, job.token, encoding, blob)]
+            calls.append(self.broker.complete_call(pid, groups, drop))
             handlers.append(lambda codes: self._after_complete(succeeded, codes))
             drop = False
         if failed:
-            groups = [x for job, error, final in failed
-                      for x in (job.id, job.token, error, "1" if final else "0")]
+            groups = [x for job, error, how in failed for x in (job.id, job.token, error, how)]
             calls.append(self.broker.fail_call(pid, groups, drop))
             handlers.append(lambda codes: self._after_fail(failed, codes))
             drop = False
@@ -213,7 +223,7 @@ class Committer:
             handlers.append(lambda codes: self._after_give_back_unknown(unknown, codes))
         if tick:
             calls.append(self.broker.heartbeat_call(pid))
-            handlers.append(lambda result: None)
+            handlers.append(self._after_heartbeat)
         if flush:
             calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
             handlers.append(lambda rows: self.after_flush(rows, log_lines=True))
@@ -230,7 +240,7 @@ class Committer:
             self._given_back[:0] = given_back
             self._unknown[:0] = unknown
             self._resending.update(job.id for job, _ in unknown)
-            self._resending.update(job.id for job in succeeded)
+            self._resending.update(job.id for job, _, _ in succeeded)
             self._resending.update(job.id for job, _, _ in failed)
             self._resending.update(job.id for job in given_back)
             if not isinstance(exc, REDIS_TROUBLE):
@@ -241,7 +251,7 @@ class Committer:
         self.health.ok()
         if succeeded or failed or given_back or unknown:
             self._receipts_written = True
-        self.unsettled.difference_update(job.id for job in succeeded)
+        self.unsettled.difference_update(job.id for job, _, _ in succeeded)
         self.unsettled.difference_update(job.id for job, _, _ in failed)
         self.unsettled.difference_update(job.id for job in given_back)
         self.unsettled.difference_update(job.id for job, _ in unknown)
@@ -256,22 +266,39 @@ class Committer:
         self.emit("error", LeaseLostError(
             f"job {job.id} ({job.task_id}) {what} after {Outcome(code).why_lost()}"))
 
-    def _after_complete(self, jobs: list[Job], codes: list[int]) -> None:
+    def _after_heartbeat(self, reply: list) -> None:
+        cancels = reply[2]
+        if cancels and self.on_cancel is not None:
+            self.on_cancel([job_id.decode() for job_id in cancels])
+
+    def _cancelled(self, job: Job) -> None:
+        self._resending.discard(job.id)
+        job.state, job.result = "cancelled", None
+        if joblog.enabled(joblog.INFO):
+            joblog.cancelled(job)
+        self.emit("job_cancel", job)
+
+    def _after_complete(self, succeeded: list, codes: list[int]) -> None:
         logged = joblog.enabled(joblog.INFO)  # once per batch: free when off
-        for job, code in zip(jobs, codes):
+        for (job, _encoding, _blob), code in zip(succeeded, codes):
             if code == Outcome.DONE:
                 self._resending.discard(job.id)
+                job.state = "succeeded"
                 if logged:
                     joblog.succeeded(job)
                 self.emit("job_success", job)
+            elif code == Outcome.CANCELLED:
+                self._cancelled(job)
             else:
                 self._lost(job, code, "succeeded")
 
     def _after_fail(self, failed: list, codes: list[int]) -> None:
         retries_logged = joblog.enabled(joblog.INFO)
         failures_logged = joblog.enabled(joblog.WARNING)
-        for (job, error, _final), code in zip(failed, codes):
-            if code == Outcome.DONE or code == Outcome.RETRIED:
+        for (job, error, _how), code in zip(failed, codes):
+            if code == Outcome.CANCELLED:
+                self._cancelled(job)
+            elif code == Outcome.DONE or code == Outcome.RETRIED:
                 self._resending.discard(job.id)
                 job.error = error
                 if code == Outcome.RETRIED:
@@ -309,7 +336,8 @@ class Committer:
                 self._lost(job, code, "was given back")
 
     def after_flush(self, rows: list, log_lines: bool = False) -> int:
-        """Emit job_retry / job_fail for each job a stale flush reclaimed;
+        """Emit job_retry / job_fail (job_cancel for a job a cancel had
+        reached) for each job a stale flush reclaimed;
         `log_lines`: and log each (a worker's periodic flush; an explicit
         force_flush_stale_jobs() reports by its return value and events)."""
         logged = log_lines and rows and joblog.enabled(joblog.WARNING)
@@ -322,6 +350,10 @@ class Committer:
                 if job is None:
                     continue
             job.token = ""
+            if row[1] == b"cancel":
+                job.state = "cancelled"
+                self.emit("job_cancel", job)
+                continue
             if logged:
                 joblog.found_dead(job, retried=row[1] == b"retry")
             self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)

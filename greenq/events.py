@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("job_success", "job_fail", "job_retry", "error", "child_restart")
+EVENTS = ("job_success", "job_fail", "job_retry", "job_cancel", "error", "child_restart")
 
 
 class EventBus:

@@ -77,6 +77,11 @@ def failed(job: Job) -> None:
                 _took(job), (job.error or "").rstrip())
 
 
+def cancelled(job: Job) -> None:
+    log.info("job %s %s resource=%s attempt %d cancelled%s", job.id, job.task_id,
+             job.resource_id, job.attempts, _took(job))
+
+
 def given_back(job: Job) -> None:
     log.info("job %s %s resource=%s attempt %d given back to the queue after %.3f s "
              "(shutting down)", job.id, job.task_id, job.resource_id, job.attempts,

@@ -25,7 +25,7 @@ from .job import Job
 
 log = logging.getLogger(__name__)
 
-JOB_EVENTS = ("job_success", "job_fail", "job_retry")
+JOB_EVENTS = ("job_success", "job_fail", "job_retry", "job_cancel")
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack packs as an integer
 _MAX_DEPTH = 100  # deeper than this, a value is sent as its repr (msgpack's limit is 512)
 

@@ -100,7 +100,7 @@ class Master:
             "namespace": q.namespace, "queue_id": q.queue_id,
             "worker_count": q.worker_count, "serializer": q.serializer_name,
             "flush_stale_timeout": q.flush_stale_timeout, "max_params_bytes": q.max_params_bytes,
-            "unknown_task_grace": q.unknown_task_grace,
+            "unknown_task_grace": q.unknown_task_grace, "result_ttl": q.result_ttl,
             "tasks": q.registry.sources, "events": self.subscriptions(),
             # children import tasks by name: give them the path this process found them on
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
@@ -110,7 +110,7 @@ class Master:
         }
 
     def subscriptions(self) -> list[str]:
-        return [e for e in ("job_success", "job_fail", "job_retry", "error")
+        return [e for e in ("job_success", "job_fail", "job_retry", "job_cancel", "error")
                 if self.queue.events.wants(e)]
 
     def resubscribe(self) -> None:

@@ -16,6 +16,7 @@ class Outcome(IntEnum):
                      # now or by an earlier send of the same finish
     RETRIED = 2      # fail.lua only: queued again with one retry fewer
     DELAYED = 3      # give_back_unknown.lua only: waits for a worker that knows its task
+    CANCELLED = 4    # complete.lua, fail.lua: a cancel reached the job; it ended "cancelled"
 
     def why_lost(self) -> str:
         """What a LEASE_LOST or NO_RECORD finish did, for the error event."""

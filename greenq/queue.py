@@ -14,10 +14,10 @@ import redis
 
 from . import config
 from .broker import Broker
-from .errors import NotPatchedError, ParamsError, StateError
+from .errors import JobDecodeError, NotPatchedError, ParamsError, StateError
 from .events import EventBus
 from .health import Health
-from .job import Job, number, text
+from .job import Job, job_from_record, number, text
 from .keys import Keys
 from .registry import Registry
 from .serializers import get_serializer
@@ -69,6 +69,7 @@ class GreenQueue:
         *,
         max_params_bytes: int = config.MAX_PARAMS_BYTES,
         unknown_task_grace: float = config.DEFAULT_UNKNOWN_TASK_GRACE,
+        result_ttl: float = config.DEFAULT_RESULT_TTL,
     ) -> None:
         for name, value in (("namespace", namespace), ("queue_id", queue_id)):
             if not isinstance(value, str) or not value or "{" in value or "}" in value:
@@ -86,6 +87,9 @@ class GreenQueue:
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) \
                 or not 0 <= grace < float("inf"):
             raise ValueError("unknown_task_grace must be a number of seconds >= 0")
+        if isinstance(result_ttl, bool) or not isinstance(result_ttl, (int, float)) \
+                or not 0 <= result_ttl < float("inf"):
+            raise ValueError("result_ttl must be a number of seconds >= 0")
         self.serializer = get_serializer(serializer)
         self.serializer_name = serializer
         self.namespace, self.queue_id = namespace, queue_id
@@ -94,10 +98,11 @@ class GreenQueue:
         self.flush_stale_timeout = float(flush_stale_timeout)
         self.max_params_bytes = max_params_bytes
         self.unknown_task_grace = float(unknown_task_grace)
+        self.result_ttl = float(result_ttl)
         self.redis_url, self.redis_config = redis_url, redis_config
         self.connection = config.connection_kwargs(redis_url, redis_config)
         self.keys = Keys(namespace, queue_id)
-        self.broker = Broker(self.connection, self.keys)
+        self.broker = Broker(self.connection, self.keys, self.result_ttl)
         self.registry = Registry()
         self.events = EventBus()
         # wait()'s shared pub/sub listener: no connection or thread until the first wait().
@@ -129,22 +134,36 @@ class GreenQueue:
     # -- submitting ----------------------------------------------------------
 
     def _row(self, task_id: Any, resource_id: Any = None, params: Any = None,
-             retries: int = 0) -> list:
+             retries: int = 0, job_id: Any = None, coalesce: Any = False) -> list:
         task_id = _check_id(task_id, "task_id")
         resource = "" if resource_id is None else _check_id(resource_id, "resource_id", int_ok=True)
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise TypeError("retries must be an int")
         if retries < 0:
             raise ParamsError("retries must be >= 0")
+        job_id = new_job_id() if job_id is None else _check_id(job_id, "job_id")
+        if not isinstance(coalesce, bool):
+            raise TypeError(f"coalesce must be a bool, not {type(coalesce).__name__}")
+        if coalesce and not resource:
+            raise ParamsError("coalesce=True needs a resource_id: it merges into the newest "
+                              "job of that resource")
         blob = self.serializer.encode(params, self.max_params_bytes)
-        return [new_job_id(), task_id, resource, self.serializer.tag, blob, retries]
+        return [job_id, task_id, resource, self.serializer.tag, blob, retries,
+                "1" if coalesce else "0"]
 
     def submit_job(self, task_id: str, *, resource_id: str | None = None,
-                   params: Any = None, retries: int = 0) -> str:
-        """Queue one job; returns its id once Redis has it."""
-        row = self._row(task_id, resource_id, params, retries)
-        self.broker.submit([row])
-        return row[0]
+                   params: Any = None, retries: int = 0, job_id: str | None = None,
+                   coalesce: bool = False) -> str:
+        """Queue one job; returns its id once Redis has it.
+
+        `job_id`: a caller-chosen id; while a record with that id exists,
+        submitting it again adds nothing and returns it (idempotent).
+        `coalesce`: when the newest job of `resource_id` that has not started
+        is of the same task, replace its params and retries instead, and
+        return its id."""
+        row = self._row(task_id, resource_id, params, retries, job_id, coalesce)
+        _added, [final_id] = self.broker.add([row])
+        return final_id
 
     def submit_jobs(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
         """Queue many jobs in few round trips; all are checked before any is written."""
@@ -152,16 +171,43 @@ class GreenQueue:
         for index, spec in enumerate(jobs):
             if not isinstance(spec, dict):
                 raise TypeError(f"jobs[{index}] must be a dict, not {type(spec).__name__}")
-            unknown = set(spec) - {"task_id", "resource_id", "params", "retries"}
+            unknown = set(spec) - {"task_id", "resource_id", "params", "retries", "job_id",
+                                   "coalesce"}
             if unknown or "task_id" not in spec:
                 raise TypeError(f"jobs[{index}]: needs task_id; unknown keys {sorted(unknown)}")
             try:
                 rows.append(self._row(**spec))
             except (TypeError, ValueError) as exc:  # ParamsError is a ValueError
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
-        if rows:
-            self.broker.submit(rows)
-        return [row[0] for row in rows]
+        if not rows:
+            return []
+        _added, ids = self.broker.add(rows)
+        return ids
+
+    # -- one job ---------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job as Redis has it now (one round trip), or None when the id
+        is unknown or its record expired (result_ttl). Any process, no gevent
+        needed. Raises JobDecodeError when the key holds something that is
+        not a job record."""
+        job_id = _check_id(job_id, "job_id")
+        try:
+            record = self.broker.record(job_id)
+        except redis.ResponseError as exc:
+            raise JobDecodeError(f"job {job_id}: its key holds no job record ({exc})") from None
+        if not record:
+            return None
+        return job_from_record(job_id, record, self.max_params_bytes)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job. Not started yet: it never runs, and its resource
+        passes on at once. Running: its greenlet gets JobCancelled where it
+        next yields, within about 2 s (its process learns of it from its
+        next heartbeat), and it ends "cancelled", not retried. True when the
+        job was cancelled, False when it had already ended or is unknown."""
+        job_id = _check_id(job_id, "job_id")
+        return self.broker.cancel(job_id) == 1
 
     # -- waiting -------------------------------------------------------------
 
@@ -210,7 +256,7 @@ class GreenQueue:
                                   Health(self.events.emit, self._after_outage), self.events.emit,
                                   self.max_params_bytes, self.flush_stale_timeout,
                                   self._exit_when_stuck, self.unknown_task_grace,
-                                  about=self._about)
+                                  about=self._about, serializer=self.serializer)
         self._runner.start()
         self._state = "running"
 

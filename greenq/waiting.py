@@ -38,7 +38,7 @@ import redis
 from redis.backoff import EqualJitterBackoff
 
 from . import config
-from .broker import REDIS_TROUBLE, Broker, record
+from .broker import REDIS_TROUBLE, Broker, record_from_flat
 from .errors import BrokerError, JobNotFoundError, ParamsError, StateError, WaitTimeout
 from .job import ENDED, Job, job_from_record, text
 
@@ -138,7 +138,7 @@ class Listener:
             if reply is None:
                 raise JobNotFoundError(f"no job {job_id!r} (unknown id, or its record expired)")
             if reply:
-                return self._job(job_id, record(reply))
+                return self._job(job_id, record_from_flat(reply))
             if subscribed:
                 slot.event.wait(_left(deadline))
         finally:
@@ -340,7 +340,7 @@ class Listener:
                 if reply is None:
                     self._resolve(job_id, functools.partial(self._gone, job_id))
                 elif reply:
-                    rec = record(reply)
+                    rec = record_from_flat(reply)
                     self._resolve(job_id, functools.partial(self._job, job_id, rec))
 
     @staticmethod

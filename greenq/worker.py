@@ -24,12 +24,14 @@ import gevent.pool
 from . import config, joblog
 from .broker import REDIS_TROUBLE, Broker
 from .committer import Committer
-from .errors import (BrokerError, JobDecodeError, TimeLimitExceeded, UnknownTaskError,
-                     WorkerShutdown)
+from .current import running_job
+from .errors import (BrokerError, JobCancelled, JobDecodeError, TimeLimitExceeded,
+                     UnknownTaskError, WorkerShutdown)
 from .health import Health
 from .job import ROW, Job, decode_row
 from .lifeline import Deadline, Lifeline
 from .registry import Registry, Task
+from .serializers import Serializer, get_serializer
 from .supervisor import supervise
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ class Worker:
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
                  exit_when_stuck: bool = False, unknown_task_grace: float = 0.0,
-                 about: dict[str, Any] | None = None) -> None:
+                 about: dict[str, Any] | None = None,
+                 serializer: Serializer | None = None) -> None:
         self.broker = broker
         self.registry = registry
         self.process_id = process_id
@@ -67,12 +70,18 @@ class Worker:
         self.health = health
         self.emit = emit
         self.max_params_bytes = max_params_bytes
+        # perform's return values are stored with the submitters' checks.
+        self.serializer = serializer or get_serializer("msgpack")
         self.pool = gevent.pool.Pool(worker_count)
         self.running: dict[str, tuple[Job, gevent.Greenlet]] = {}
         timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
         tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
-                                   flush_stale_timeout, unknown_task_grace)
+                                   flush_stale_timeout, unknown_task_grace,
+                                   on_cancel=self._cancel_running)
+        # Running jobs a cancel reached and whose greenlet got JobCancelled:
+        # the heartbeat lists them until they finish, the kill happens once.
+        self._cancelled: set[str] = set()
         # A job of a task not registered here waits this long for a worker
         # that has it (0: it fails at once); warned about once per task.
         self.unknown_task_grace = unknown_task_grace
@@ -104,7 +113,7 @@ class Worker:
         self._client = self.broker.script_channel()
         # One call on the queue's keys now, so missing rights (an ACL user
         # limited to other keys) fail start() instead of idling later.
-        _held, now_ms = self.broker.heartbeat(self.process_id, self._client)
+        _held, now_ms, _cancels = self.broker.heartbeat(self.process_id, self._client)
         # The committer's first tick (at once) registers it as a live worker.
         self.broker.registration = json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(), **self.about,
@@ -242,23 +251,53 @@ class Worker:
                 f"job {job.id} ({job.task_id}) ran longer than its time limit of {task.time_limit:g} s"))
             limit.start()
         began = time.monotonic()
+        context = running_job.set(job)
         try:
-            task.perform(job.params)
+            result = task.perform(job.params)
         except WorkerShutdown:
             job.duration = time.monotonic() - began
             self.committer.give_back(job)
+        except JobCancelled:
+            job.duration = time.monotonic() - began
+            self.committer.cancelled(job)
         except BaseException:  # SystemExit, KeyboardInterrupt, GreenletExit too: a failed job
             job.duration = time.monotonic() - began
             self.committer.failed(job, traceback.format_exc())
         else:
             job.duration = time.monotonic() - began
-            job.error = None
-            self.committer.succeeded(job)
+            self._succeeded(job, result)
         finally:
+            running_job.reset(context)
             if limit is not None:
                 limit.close()
                 self.deadlines.pop(job.id, None)
             self.running.pop(job.id, None)
+            self._cancelled.discard(job.id)
+
+    def _succeeded(self, job: Job, result: Any) -> None:
+        """Hand a returned job to the committer, its result encoded as params
+        are; a result the serializer cannot carry, or over the size cap,
+        fails the job instead (with retries, as perform raising would)."""
+        blob = b""
+        if result is not None:
+            try:
+                blob = self.serializer.encode(result, self.max_params_bytes, "result")
+            except Exception as exc:  # ParamsError, or an encoder's own complaint
+                self.committer.failed(job, f"ParamsError: job {job.id} ({job.task_id}) returned a "
+                                           f"result greenq cannot store: {exc}")
+                return
+        job.error = None
+        job.result = result
+        self.committer.succeeded(job, self.serializer.tag if blob else "", blob)
+
+    def _cancel_running(self, job_ids: list[str]) -> None:
+        """The heartbeat says a cancel reached these jobs: stop each (once)
+        where it next yields."""
+        for job_id in job_ids:
+            entry = self.running.get(job_id)
+            if entry is not None and job_id not in self._cancelled:
+                self._cancelled.add(job_id)
+                entry[1].kill(JobCancelled(f"job {job_id} was cancelled"), block=False)
 
     # -- stopping ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from conftest import TASKS, wait_until
+from queue_state import unfinished
 
 GREENQ = [sys.executable, "-m", "greenq"]
 UNREACHABLE = "redis://127.0.0.1:1/0"
@@ -216,7 +217,7 @@ def test_failed_delete_removes_failed_jobs_and_their_records(common, make_queue,
     assert result.stdout.strip() == "3 jobs deleted"
     prefix = prefix_of(namespace)
     assert r.llen(prefix + "failed") == 0
-    assert all(not r.exists(prefix + f"job:{job_id}") for job_id in ids)
+    assert all(not unfinished(r, prefix + f"job:{job_id}") for job_id in ids)
     assert json.loads(greenq("stats", "--json", *common).stdout)["failed"] == 0
 
 
@@ -572,10 +573,10 @@ def test_run_imports_a_task_module_by_name_from_the_current_directory(
         worker = subprocess.Popen([command, "run", module, "-c", "1", *common], cwd=tmp_path,
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: not r.exists(job_key) or worker.poll() is not None, timeout=30)
+        wait_until(lambda: not unfinished(r, job_key) or worker.poll() is not None, timeout=30)
         output = (tmp_path / "run.log").read_text(errors="replace")
         assert worker.poll() is None, output
-        assert not r.exists(job_key)
+        assert not unfinished(r, job_key)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     finally:

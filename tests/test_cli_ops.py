@@ -19,6 +19,7 @@ import pytest
 
 from conftest import TASKS, wait_until
 from test_cli import GREENQ, clean_env, fail_jobs, greenq, one_line_error, prefix_of
+from queue_state import unfinished
 
 
 @pytest.fixture
@@ -353,7 +354,7 @@ def test_run_takes_the_common_options_before_the_sub_command(common, make_queue,
         worker = subprocess.Popen(GREENQ + [*common, "run", os.path.join(TASKS, "proc_outcome.py")],
                                   stdout=log, stderr=subprocess.STDOUT, env=clean_env())
     try:
-        wait_until(lambda: not r.exists(f"{prefix_of(namespace)}job:{job_id}")
+        wait_until(lambda: not unfinished(r, f"{prefix_of(namespace)}job:{job_id}")
                    or worker.poll() is not None, timeout=30)
         assert worker.poll() is None, (tmp_path / "run.log").read_text()
         worker.send_signal(signal.SIGTERM)

@@ -16,7 +16,7 @@ import pytest
 
 import greenq
 from conftest import TASKS, wait_until
-from queue_state import assert_queue_empty
+from queue_state import assert_queue_empty, unfinished
 
 
 def task_module(name: str) -> types.ModuleType:
@@ -132,7 +132,7 @@ def test_delete_failed_jobs_empties_the_failed_queue_and_then_retry_finds_nothin
     assert queue.failed_jobs() == []
     assert r.llen(prefix(namespace) + "failed") == 0
     for job_id in ids:
-        assert not r.exists(prefix(namespace) + "job:" + job_id)
+        assert not unfinished(r, prefix(namespace) + "job:" + job_id)
     assert queue.retry_failed_jobs() == 0
     assert queue.delete_failed_jobs() == 0
 

@@ -223,8 +223,9 @@ def test_the_late_finish_of_a_stalled_process_changes_nothing_and_is_reported_as
     assert len(r.lrange(key + ":done", 0, -1)) == 2          # both runs of the job finished
     assert not any(e["event"] == "job_success" and e["id"] == job for e in stalled.events())
     assert rescue_events.ids("job_success").count(job) == 1
-    # nothing changed in Redis: no double release, no resurrected record
-    assert not r.exists(rescuer.keys.job(job))
+    # nothing changed in Redis: no double release, and the record kept for
+    # result_ttl is the rescuing run's success, untouched
+    assert r.hget(rescuer.keys.job(job), "state") == b"succeeded"
     assert r.hlen(rescuer.keys.locks) == 0
     # (workers: whichever of the test's processes are live, not this test's business)
     assert rescuer.stats() | {"workers": 0} == {"pending": 0, "active": 0, "waiting": 0,

@@ -16,7 +16,7 @@ import pytest
 import greenq
 from conftest import TASKS, wait_until
 from processes import alive, title, worker_children
-from queue_state import assert_queue_empty, queued_ids
+from queue_state import assert_queue_empty, queued_ids, unfinished, unfinished_records
 
 GREENQ = [sys.executable, "-m", "greenq"]
 
@@ -411,7 +411,7 @@ def test_a_child_killed_in_the_middle_of_many_jobs_loses_none_of_them(
     # but not yet forwarded to the master is never delivered (see the report).
     prefix = prefix_of(namespace)
     wait_until(lambda: sorted(set(done_numbers(r, key))) == list(range(100))
-               and not r.keys(prefix + "job:*"), timeout=60)
+               and not unfinished_records(r, prefix), timeout=60)
     assert failed == []
     assert len(succeeded) == len(set(succeeded)) and set(succeeded) <= set(ids)
     runs = {int(n): int(count) for n, count in r.hgetall(key + ":runs").items()}
@@ -433,7 +433,7 @@ def test_a_success_a_child_committed_just_before_it_died_still_reaches_the_maste
     quick = queue.submit_job("proc.race", params={**common, "role": "quick"})
 
     wait_until(lambda: any(name == "job_fail" for name, _ in events), timeout=30)
-    assert not r.exists(prefix + f"job:{quick}")  # its success is in Redis
+    assert not unfinished(r, prefix + f"job:{quick}")  # its success is in Redis
     assert r.lrange(prefix + "failed", 0, -1) == [killer.encode()]
     assert any(name == "child_restart" for name, _ in events)
 

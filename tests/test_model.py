@@ -93,7 +93,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
         def submit(self, resource, retries):
             self.counter += 1
             job_id = f"j{self.counter}"
-            row = [job_id, "t", resource or "", "m", b"\xc0", retries]
+            row = [job_id, "t", resource or "", "m", b"\xc0", retries, "0"]
             assert self.broker.submit([row]) == 1
             assert self.broker.submit([row]) == 0  # a re-send adds nothing
             m = self.model
@@ -211,7 +211,7 @@ def test_scripts_agree_with_the_model_under_random_operations(redis_server):
 
         @rule(proc=st.sampled_from(PROCS))
         def heartbeat(self, proc):
-            owned, _now = self.broker.heartbeat(proc)
+            owned, _now, _cancels = self.broker.heartbeat(proc)
             assert owned == len(self.model.owned[proc])
 
         @rule(proc=st.sampled_from(PROCS))

@@ -15,6 +15,7 @@ import pytest
 
 import greenq
 from conftest import TASKS, wait_until
+from queue_state import unfinished_records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,7 +75,7 @@ def test_jobs_of_a_task_only_a_new_worker_knows_wait_for_it_then_run_in_resource
     assert old_seen["job_fail"] == [] and old_seen["error"] == []
     stats = old.stats()
     assert (stats["pending"], stats["scheduled"], stats["waiting"], stats["failed"]) == (0, 0, 0, 0)
-    assert r.hlen(old.keys.locks) == 0 and not r.keys(old.keys.prefix + "job:*")
+    assert r.hlen(old.keys.locks) == 0 and not unfinished_records(r, old.keys.prefix)
 
 
 def test_a_job_no_worker_knows_fails_after_the_grace_naming_the_task_and_the_grace(make_queue, r):

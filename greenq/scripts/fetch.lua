@@ -1,7 +1,11 @@
 --[[
   Lease up to `max` runnable jobs to one worker process, oldest first. Each
-  lease gets a fresh token (the job's "lease" counter) that finish, fail and
-  give-back must present. Counts as an attempt. Also a heartbeat for the
+  lease gets a fresh token that finish, fail and give-back must present,
+  drawn from one counter per queue (counts "fence"), so that it also serves
+  tasks as a fencing token: every run started holds a larger one than every
+  earlier run. Counts as an attempt. An id whose job was cancelled while it
+  waited here (cancel.lua) is skipped, and its record left to expire
+  (include/bury.lua). Also a heartbeat for the
   process: a fetching process is alive. First, delayed jobs whose time came
   (by Redis' clock) join the back of the pending list, at most `promote`
   per call (see give_back_unknown.lua).
@@ -9,7 +13,8 @@
     KEYS[1] pending  LIST of runnable job ids
     KEYS[2] procs    ZSET process id -> ms when its first job can turn stale
     KEYS[3] beats    HASH process id -> last heartbeat ms
-    KEYS[4] counts   HASH "active", "waiting" counters
+    KEYS[4] counts   HASH "active", "waiting", "skipped" (cancelled ids still in
+                     pending/handoff) counters, "fence" (the last lease token)
     KEYS[5] failed   LIST of failed job ids
     KEYS[6] handoff  LIST of ids a waiting fetcher moved out of pending (see
                      Broker.wait_and_fetch); they were next in line, so they
@@ -40,6 +45,8 @@ local max_jobs, default_timeout, promote = tonumber(ARGV[3]), tonumber(ARGV[4]),
 -- @include touch_process
 -- @include release
 
+local MAX_SKIPPED = 1000  -- cancelled ids skipped per call at most: a bounded call
+
 local timeouts = {}
 for i = 6, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
 
@@ -64,28 +71,42 @@ for _, id in ipairs(rcall("ZRANGEBYSCORE", delayed_key, "-inf", now, "LIMIT", 0,
 end
 local owned_key = prefix .. "owned:" .. proc
 local jobs, problems = {}, {}
-local leased = 0
-for _ = 1, max_jobs do
+local leased, taken, skipped = 0, 0, 0
+local fence = tonumber(rcall("HGET", counts_key, "fence")) or 0
+while taken < max_jobs and skipped < MAX_SKIPPED do
   local id = rcall("RPOP", handoff_key) or rcall("RPOP", pending_key)
   if not id then break end
   local job_key = prefix .. "job:" .. id
-  local kind = rcall("TYPE", job_key).ok
-  if kind == "hash" then
-    local f = rcall("HMGET", job_key, "task", "res", "enc", "params", "retries",
-                    "attempts", "error", "lease")
-    local token = (tonumber(f[8]) or 0) + 1
+  -- No TYPE first: HMGET answers nils for a missing key and an error for
+  -- another type, and both are rare.
+  local f = redis.pcall("HMGET", job_key, "task", "res", "enc", "params", "retries",
+                        "attempts", "error", "state")
+  local kind = "hash"
+  if f.err then
+    kind, f = rcall("TYPE", job_key).ok, nil
+  elseif not f[1] and not f[8] and rcall("EXISTS", job_key) == 0 then
+    kind, f = "none", nil
+  end
+  if f and f[8] == "cancelled" then
+    skipped = skipped + 1
+    bury(job_key)
+  elseif f then
+    taken = taken + 1
+    fence = fence + 1
     local attempts = (tonumber(f[6]) or 0) + 1
     rcall("HSET", job_key, "state", "active", "owner", proc, "started", now,
-          "lease", token, "attempts", attempts)
+          "lease", fence, "attempts", attempts)
     rcall("ZADD", owned_key, timeouts[f[1]] or default_timeout, id)
     leased = leased + 1
     local n = #jobs
-    jobs[n + 1], jobs[n + 2], jobs[n + 3], jobs[n + 4], jobs[n + 5] = id, token, f[1], f[2], f[3]
+    jobs[n + 1], jobs[n + 2], jobs[n + 3], jobs[n + 4], jobs[n + 5] = id, fence, f[1], f[2], f[3]
     jobs[n + 6], jobs[n + 7], jobs[n + 8], jobs[n + 9] = f[4], f[5], attempts, f[7]
   elseif kind == "none" then
+    taken = taken + 1
     problems[#problems + 1] = "job " .. id .. " was in the pending list without a record; dropped"
       .. passed_on(id)
   else
+    taken = taken + 1
     local raw = "<a Redis " .. kind .. ">"
     if kind == "string" then raw = rcall("GET", job_key) end
     rcall("DEL", job_key)
@@ -96,7 +117,9 @@ for _ = 1, max_jobs do
     problems[#problems + 1] = why .. "; moved to the failed queue" .. passed_on(id)
   end
 end
+if skipped > 0 then rcall("HINCRBY", counts_key, "skipped", -skipped) end
 if leased > 0 then
+  rcall("HSET", counts_key, "fence", fence)
   rcall("HINCRBY", counts_key, "active", leased)
   touch_process(procs_key, beats_key, proc, owned_key, now)
 end

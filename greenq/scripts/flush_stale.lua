@@ -21,11 +21,13 @@
     KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
     KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
-            receipts:<process id>
+            receipts:<process id>, cancels:<process id>
     ARGV[2] limit
     ARGV[3] stall ms, ARGV[4] grace ms (see heartbeat.lua)
     ARGV[5] "1": forced, ignore the grace after a stall
-  Output: flat, 9 per reclaimed job: id, outcome ("retry" or "fail"), task,
+    ARGV[6] ms to keep an ended record (result_ttl), ARGV[7] at least when watched
+            (include/ended.lua)
+  Output: flat, 9 per reclaimed job: id, outcome ("retry", "fail" or "cancel"), task,
           resource, encoding, params, retries left, attempts, error
 ]]
 local rcall = redis.call
@@ -37,11 +39,13 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include touch_process
 -- @include observe_clock
 -- @include release
+-- @include ended
 -- @include reclaim
 
-local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, failed = failed_key }
 local now = now_ms()
+local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
+                held = held_key, failed = failed_key, keep = tonumber(ARGV[6]),
+                grace = tonumber(ARGV[7]), now = now }
 local out, moved = {}, 0
 if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
   return out
@@ -66,7 +70,7 @@ for _, proc in ipairs(due) do
     -- Declared dead with nothing left. Its receipts could only serve a hung
     -- process that wakes up: its re-sent finishes then report a lost lease
     -- where one had landed, never a second success.
-    rcall("DEL", prefix .. "receipts:" .. proc)
+    rcall("DEL", prefix .. "receipts:" .. proc, prefix .. "cancels:" .. proc)
   end
   if moved >= limit then break end
 end

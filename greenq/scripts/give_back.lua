@@ -36,6 +36,7 @@ for i = 4, #ARGV, 2 do
     rcall("ZREM", owned_key, id)
     local attempts = tonumber(rcall("HGET", job_key, "attempts")) or 1
     rcall("HSET", job_key, "state", "pending", "attempts", math.max(attempts - 1, 0))
+    rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
     rcall("RPUSH", pending_key, id)
     given = given + 1
     receipts.note(id, token, code)

@@ -5,9 +5,9 @@
   fetch.lua makes it runnable again; it keeps its resource meanwhile, so the
   next job of that resource cannot overtake it, and the fetch does not count
   as an attempt. The grace runs by Redis' clock from the first give-back in
-  an unbroken series (the record's unknown_since, and unknown_lease the last
-  lease given back: a lease in between means a worker that knew the task
-  took the job, and the series starts again). A job still given back when
+  an unbroken series (the record's unknown_since; a run of a worker that knew
+  the task, ended by a retry, a give-back or a stale flush, deletes it, and
+  the series starts again). A job still given back when
   its grace is over fails for good, whatever its retries, with the error
   text given, and its resource goes to the next waiting job. The back-off
   doubles (the time waited so far, between the first and the longest
@@ -40,12 +40,14 @@ local first_backoff, longest_backoff = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- @include check_lease
 -- @include release
 -- @include receipts
+-- @include ended
 
+local now = now_ms()
+-- keep: a job ended here ends failed, and failed records stay.
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key }
+                held = held_key, keep = 0, grace = 0, now = now }
 local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
-local now = now_ms()
 local codes, ended = {}, 0
 receipts.drop(ARGV[3])
 for i = 7, #ARGV, 3 do
@@ -55,21 +57,19 @@ for i = 7, #ARGV, 3 do
   if f then
     rcall("ZREM", owned_key, id)
     ended = ended + 1
-    local u = rcall("HMGET", job_key, "unknown_since", "unknown_lease", "attempts")
-    local since = tonumber(u[1])
-    if not since or tonumber(u[2]) ~= tonumber(token) - 1 then since = now end
+    local u = rcall("HMGET", job_key, "unknown_since", "attempts")
+    local since = tonumber(u[1]) or now
     local waited = now - since
-    local attempts = math.max((tonumber(u[3]) or 1) - 1, 0)
+    local attempts = math.max((tonumber(u[2]) or 1) - 1, 0)
     if waited >= grace then
-      rcall("HSET", job_key, "state", "failed", "error", ARGV[i + 2], "attempts", attempts)
-      rcall("HDEL", job_key, "unknown_since", "unknown_lease")
+      rcall("HDEL", job_key, "unknown_since")
       rcall("RPUSH", failed_key, id)
       release(queue, f[4], id)
+      end_job(queue, id, job_key, "failed", f[7], { "error", ARGV[i + 2], "attempts", attempts })
       code = 1
     else
       local backoff = math.min(math.max(waited, first_backoff), longest_backoff, grace - waited)
-      rcall("HSET", job_key, "state", "scheduled", "attempts", attempts,
-            "unknown_since", since, "unknown_lease", token)
+      rcall("HSET", job_key, "state", "scheduled", "attempts", attempts, "unknown_since", since)
       rcall("ZADD", delayed_key, now + backoff, id)
       code = 3
     end

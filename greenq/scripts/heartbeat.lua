@@ -11,7 +11,8 @@
                      no stale flush before this ms (after a Redis stall)
     KEYS[4] workers  HASH process id -> JSON {host, pid, role, capacity, started_ms, ...}
     KEYS[5] alive    ZSET process id -> last heartbeat ms, every registered process
-    ARGV[1] key prefix; per-id key: owned:<process id> (ZSET job id -> timeout ms)
+    ARGV[1] key prefix; per-id keys: owned:<process id> (ZSET job id -> timeout ms),
+            cancels:<process id> (SET of its running job ids a cancel reached)
     ARGV[2] process id
     ARGV[3] stall ms: a longer gap between workers' calls means Redis stalled
     ARGV[4] grace ms: how long flushes wait after a stall
@@ -21,7 +22,9 @@
             after it was pruned)
     ARGV[6] gone ms: entries of alive older than this are pruned, at most
             PRUNE per call
-  Output: { jobs Redis says this process holds, Redis time ms }
+  Output: { jobs Redis says this process holds, Redis time ms, ids of its
+          running jobs a cancel reached (cancel.lua; they stay listed until
+          the job's finish, so a lost reply costs nothing) }
 ]]
 local rcall = redis.call
 local procs_key, beats_key, clock_key, workers_key, alive_key =
@@ -52,4 +55,4 @@ if gone[1] then
   rcall("ZREM", alive_key, unpack(gone))
   rcall("HDEL", workers_key, unpack(gone))
 end
-return { rcall("ZCARD", owned_key), now }
+return { rcall("ZCARD", owned_key), now, rcall("SMEMBERS", prefix .. "cancels:" .. proc) }

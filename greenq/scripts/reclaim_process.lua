@@ -16,10 +16,12 @@
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
-            receipts:<process id>
+            receipts:<process id>, cancels:<process id>
     ARGV[2] process id
     ARGV[3] error text of the reclaimed jobs (a note left for the lease wins, see note.lua)
     ARGV[4] limit
+    ARGV[5] ms to keep an ended record (result_ttl), ARGV[6] at least when watched
+            (include/ended.lua)
   Output: { rows, left }: rows flat, 9 per reclaimed job as in flush_stale.lua;
           left: how many jobs the process still holds (call again while > 0)
 ]]
@@ -27,12 +29,15 @@ local rcall = redis.call
 local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, held_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, proc, why, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- @include now_ms
 -- @include touch_process
 -- @include release
+-- @include ended
 -- @include reclaim
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, failed = failed_key }
+                held = held_key, failed = failed_key, keep = tonumber(ARGV[5]),
+                grace = tonumber(ARGV[6]), now = now_ms() }
 local owned_key = prefix .. "owned:" .. proc
 local out, moved = {}, 0
 for _, id in ipairs(rcall("ZRANGE", owned_key, 0, limit - 1)) do
@@ -42,5 +47,5 @@ end
 if moved > 0 then rcall("HINCRBY", counts_key, "active", -moved) end
 touch_process(procs_key, beats_key, proc, owned_key, tonumber(rcall("HGET", beats_key, proc)) or 0)
 local left = rcall("ZCARD", owned_key)
-if left == 0 then rcall("DEL", prefix .. "receipts:" .. proc) end
+if left == 0 then rcall("DEL", prefix .. "receipts:" .. proc, prefix .. "cancels:" .. proc) end
 return { out, left }

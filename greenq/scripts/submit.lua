@@ -1,12 +1,20 @@
 --[[
   Add jobs. A job whose resource is held by another job waits at the end of
   that resource's FIFO (no polling: release() promotes it); every other job
-  becomes runnable at once. Safe to run twice. A call sent again unchanged
-  (ChannelPool.execute re-sends a submit whose connection broke before the
-  reply) finds the mark its first run left, sent:<nonce>, and adds nothing,
-  even when a worker ran and deleted its jobs in between; the mark lives
-  longer than such a re-send can take. And an id that has a record is
-  skipped (a later submit of the same id adds nothing while the job lives).
+  becomes runnable at once.
+  An id that has a record is skipped: a later submit of the same id (a
+  caller's job_id) adds nothing while the job's record lives, and duplicate
+  ids in one call give one job.
+  A coalescing job (flag "1", always with a resource) whose resource's
+  newest job has not started yet (the last id in its wait list, else the
+  holder; state pending, waiting or scheduled) and is of the same task
+  replaces that job's params and retries instead of adding a job; the reply
+  names that job's id. A cancelled one does not count: a new job is added.
+  Safe to run twice. A call sent again unchanged (ChannelPool.execute
+  re-sends a submit whose connection broke before the reply) finds the mark
+  its first run left, sent:<nonce>, and adds nothing, even when a worker ran
+  and deleted its jobs in between; the mark lives longer than such a
+  re-send can take, and holds the first run's coalesced ids.
   Input:
     KEYS[1] pending  LIST of runnable job ids (LPUSH in, RPOP out)
     KEYS[2] locks    HASH resource id -> id of the job holding it
@@ -16,31 +24,58 @@
             sent:<nonce>
     ARGV[2] nonce, new for each call (Broker.submit_calls)
     ARGV[3] ms to keep the call's mark (Broker.resend_window_ms)
-    ARGV[4..] groups of 6: job id, task id, resource id ("" = none),
-              encoding ("m" msgpack, "j" json), params blob, retries
-  Output: how many jobs were added (0 for a re-sent call)
+    ARGV[4..] groups of 7: job id, task id, resource id ("" = none),
+              encoding ("m" msgpack, "j" json), params blob, retries,
+              coalesce ("1" or "0")
+  Output: { how many jobs were added (0 for a re-sent call), coalesced:
+            flat pairs of (the group's position in this call, 1-based; the
+            id of the job it was merged into) }
 ]]
 local rcall = redis.call
 local pending_key, locks_key, counts_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
+local mark_key = prefix .. "sent:" .. ARGV[2]
 -- @include release
 -- @include enqueue
 
-if not rcall("SET", prefix .. "sent:" .. ARGV[2], 1, "NX", "PX", ARGV[3]) then
-  return 0
+if not rcall("SET", mark_key, 1, "NX", "PX", ARGV[3]) then
+  local first = rcall("GET", mark_key)
+  if first and first ~= "1" then return { 0, cjson.decode(first) } end
+  return { 0, {} }
 end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
-local added = 0
-for i = 4, #ARGV, 6 do
-  local id, resource = ARGV[i], ARGV[i + 2]
+local NOT_STARTED = { pending = true, waiting = true, scheduled = true }
+
+-- The id of the not yet started job of `task` that is newest on `resource`, if any.
+local function coalesce_target(task, resource)
+  local holder = rcall("HGET", locks_key, resource)
+  if not holder then return nil end
+  local newest = rcall("LINDEX", prefix .. "wait:" .. resource, -1) or holder
+  local f = redis.pcall("HMGET", prefix .. "job:" .. newest, "state", "task")
+  if f.err or not NOT_STARTED[f[1]] or f[2] ~= task then return nil end
+  return newest
+end
+
+local added, coalesced = 0, {}
+for i = 4, #ARGV, 7 do
+  local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
   if rcall("EXISTS", job_key) == 0 then
-    rcall("HSET", job_key, "task", ARGV[i + 1], "enc", ARGV[i + 3],
-          "params", ARGV[i + 4], "retries", ARGV[i + 5], "attempts", 0)
-    if resource ~= "" then rcall("HSET", job_key, "res", resource) end
-    enqueue(queue, id, job_key, resource)
-    added = added + 1
+    local target = ARGV[i + 6] == "1" and coalesce_target(task, resource)
+    if target then
+      rcall("HSET", prefix .. "job:" .. target, "enc", ARGV[i + 3], "params", ARGV[i + 4],
+            "retries", ARGV[i + 5])
+      coalesced[#coalesced + 1] = (i - 4) / 7 + 1
+      coalesced[#coalesced + 1] = target
+    else
+      rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3],
+            "params", ARGV[i + 4], "retries", ARGV[i + 5], "attempts", 0)
+      if resource ~= "" then rcall("HSET", job_key, "res", resource) end
+      enqueue(queue, id, job_key, resource)
+      added = added + 1
+    end
   end
 end
-return added
+if #coalesced > 0 then rcall("SET", mark_key, cjson.encode(coalesced), "XX", "KEEPTTL") end
+return { added, coalesced }

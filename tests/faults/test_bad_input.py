@@ -25,6 +25,7 @@ import pytest
 
 import greenq
 from conftest import TASKS, wait_until
+from queue_state import unfinished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG_MODULE = "greenq_tasks_fault_scale_log"  # how make_queue("fault_scale_log") loads it
@@ -135,7 +136,7 @@ def test_a_malformed_record_fails_for_good_with_the_reason_and_the_next_good_job
     assert len(events["error"]) == 1
     assert isinstance(events["error"][0], (greenq.JobDecodeError, greenq.UnknownTaskError))
     assert r.hget(queue.keys.job("garbage"), "state") == b"failed"
-    assert not r.exists(queue.keys.job(good))
+    assert not unfinished(r, queue.keys.job(good))
     assert_queue_settled(r, queue.keys, ["garbage"])
 
     # The worker goes on.
@@ -153,7 +154,7 @@ def test_a_record_with_non_numeric_counters_still_runs_once(make_queue, r, runs_
     wait_until(lambda: [job.id for job in events["job_success"]] == ["odd"], timeout=15)
     assert runs_log.lines() == ["S odd 0", "E odd 0"]
     assert events["error"] == [] and events["job_fail"] == []
-    assert not r.exists(queue.keys.job("odd"))
+    assert not unfinished(r, queue.keys.job("odd"))
     assert_queue_settled(r, queue.keys, [])
 
 
@@ -444,7 +445,7 @@ def test_a_spawned_greenlet_raising_system_exit_does_not_kill_the_worker_process
     worker = start_worker(redis_url, namespace, SPAWN, tmp_path)
     try:
         wait_until(lambda: "job 1" in runs_log.lines(), timeout=30)
-        wait_until(lambda: not r.exists(submitter.keys.job(first)), timeout=15)
+        wait_until(lambda: not unfinished(r, submitter.keys.job(first)), timeout=15)
         gevent.sleep(1.0)  # the spawned greenlet has raised SystemExit by now
         assert worker.poll() is None, (tmp_path / "worker.stderr").read_text()
         submitter.submit_job("fault.scale.spawn", resource_id="s",

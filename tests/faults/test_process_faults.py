@@ -18,7 +18,7 @@ import pytest
 
 from conftest import wait_until
 from processes import alive
-from queue_state import assert_queue_empty, queued_ids
+from queue_state import assert_queue_empty, queued_ids, unfinished_records
 from sidelog import TASK_ID, GreenqRun, SideLog, wait_gone
 
 PATIENT = "fault.log.patient"  # the witness task with a 30 s task timeout
@@ -107,7 +107,7 @@ def test_a_child_killed_mid_job_has_its_jobs_retried_or_failed_per_retries_and_i
     record = r.hgetall(prefix + f"job:{ids[2]}")
     assert record[b"state"] == b"failed" and record[b"attempts"] == b"1"
     assert f"pid {victim}) died (signal 9)".encode() in record[b"error"], record[b"error"]
-    assert r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()]
+    assert unfinished_records(r, prefix) == [(prefix + f"job:{ids[2]}").encode()]
     assert r.hlen(prefix + "locks") == 0 and r.llen(prefix + "pending") == 0
     assert f"(pid {victim}) died (signal 9)" in run.output()
     run.send(signal.SIGTERM)
@@ -149,7 +149,7 @@ def test_a_killed_childs_jobs_are_reclaimed_by_its_master_at_once_not_after_thei
     record = r.hgetall(prefix + f"job:{ids[2]}")
     assert record[b"state"] == b"failed" and record[b"attempts"] == b"1"
     assert f"pid {victim}) died (signal 9)".encode() in record[b"error"], record[b"error"]
-    wait_until(lambda: r.keys(prefix + "job:*") == [(prefix + f"job:{ids[2]}").encode()],
+    wait_until(lambda: unfinished_records(r, prefix) == [(prefix + f"job:{ids[2]}").encode()],
                timeout=10)
     assert r.hlen(prefix + "locks") == 0 and r.llen(prefix + "pending") == 0
     run.send(signal.SIGTERM)
@@ -193,7 +193,7 @@ def test_a_killed_master_leaves_no_orphans_and_a_new_worker_runs_every_job_to_it
     side.assert_each_ended_once(range(8))
     assert_cut_short_only_by(side, children, range(4))
     side.assert_one_at_a_time(resources)
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)
     fresh.send(signal.SIGTERM)
     assert fresh.wait(30) == 0
@@ -290,7 +290,7 @@ def test_sigterm_then_sigkill_of_the_master_loses_nothing_and_each_job_ends_once
     side.assert_each_ended_once(range(6))
     assert_cut_short_only_by(side, children, range(4))
     side.assert_one_at_a_time(resources)
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)
     fresh.send(signal.SIGTERM)
     assert fresh.wait(30) == 0

@@ -28,7 +28,7 @@ import greenq
 from greenq import GreenQueue
 from greenq.queue import new_job_id
 from redis_server import RedisServer
-from queue_state import assert_queue_empty
+from queue_state import assert_queue_empty, unfinished, unfinished_records
 from sidelog import (ROOT, TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog,
                      redis_connections_by_pid)
 
@@ -158,7 +158,7 @@ def test_a_finish_racing_stale_flushes_from_several_processes_has_exactly_one_wi
             runs = 2 if job_id in reclaimed else 1
             assert (side.count("start")[n], side.count("end")[n]) == (runs, runs), side.dump()
         print(f"finish won {len(won_by_finish)}, flush won {len(reclaimed)} of 10")
-        wait_until(lambda: not r.keys(prefix + "job:*"), timeout=20)
+        wait_until(lambda: not unfinished_records(r, prefix), timeout=20)
         assert_queue_empty(r, prefix)
     finally:
         if flushers is not None:
@@ -232,7 +232,7 @@ def test_finishes_interleaved_with_flushes_from_other_processes_leave_each_job_t
     print(f"finished {len(finished)}, flushed {len(flushed)} of 300")
     number = {job_id: n for n, job_id in enumerate(ids)}
     for job_id in finished:
-        assert not r.exists(prefix + f"job:{job_id}")
+        assert not unfinished(r, prefix + f"job:{job_id}")
         assert not r.hexists(prefix + "locks", f"r{number[job_id]}")
     for job_id in flushed:
         assert r.hmget(prefix + f"job:{job_id}", "state", "retries") == [b"pending", b"0"]
@@ -243,7 +243,7 @@ def test_finishes_interleaved_with_flushes_from_other_processes_leave_each_job_t
     worker.start()
     wait_until(lambda: len(side.count("end")) == len(flushed), timeout=30)
     side.assert_each_ended_once(sorted(number[job_id] for job_id in flushed))
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)
 
 
@@ -282,7 +282,7 @@ def test_many_processes_flushing_at_once_reclaim_each_stale_job_exactly_once(
     wait_until(lambda: len(side.count("end")) == 200, timeout=60)
     side.assert_each_ended_once(range(200))
     side.assert_one_at_a_time(resources)
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)
 
 
@@ -311,7 +311,7 @@ def test_a_failed_job_retried_while_its_resource_runs_another_job_waits_and_runs
     entries = [(e.n, e.what) for e in side.entries()]
     assert entries == [(0, "start"), (0, "fail"), (1, "start"), (1, "end"),
                        (0, "start"), (0, "end"), (2, "start"), (2, "end")]
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)
 
 
@@ -390,7 +390,7 @@ def test_a_submit_script_sent_twice_with_the_same_ids_adds_each_job_once(make_qu
 
     def row(n, resource):
         return [new_job_id(), TASK_ID, resource, serializer.tag,
-                serializer.encode(side.params(n), queue.max_params_bytes), 0]
+                serializer.encode(side.params(n), queue.max_params_bytes), 0, "0"]
     rows = [row(0, "x"), row(1, "x"), row(2, "")]   # a holder, a waiter, an unlocked job
 
     assert queue.broker.submit(rows) == 3
@@ -424,7 +424,7 @@ def test_a_submit_whose_reply_timed_out_landed_once_and_its_re_send_adds_nothing
         calls_before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
         serializer = queue.serializer
         row = [new_job_id(), TASK_ID, "x", serializer.tag,
-               serializer.encode(side.params(0), queue.max_params_bytes), 0]
+               serializer.encode(side.params(0), queue.max_params_bytes), 0, "0"]
         # DEBUG SLEEP blocks its caller too: a native thread, its own client.
         sleeper = server.client(socket_timeout=10)
         thread = monkey.get_original("threading", "Thread")(
@@ -448,7 +448,7 @@ def test_a_submit_whose_reply_timed_out_landed_once_and_its_re_send_adds_nothing
         worker.start()
         wait_until(lambda: side.count("end")[0] == 1, timeout=20)
         side.assert_each_ended_once([0])
-        wait_until(lambda: not admin.keys(prefix + "job:*"), timeout=10)
+        wait_until(lambda: not unfinished_records(admin, prefix), timeout=10)
         assert_queue_empty(admin, prefix)
     finally:
         for q in (worker, queue):
@@ -536,7 +536,7 @@ def test_a_submit_re_sent_after_a_lost_reply_adds_nothing_though_its_job_already
         cutter.arm(submitter.broker.scripts["submit"].sha.encode())
         sending = gevent.spawn(submitter.submit_job, TASK_ID, params=side.params(1))
         assert cutter.cut.wait(timeout=10)
-        wait_until(lambda: side.count("end")[1] == 1 and not r.keys(prefix + "job:*"), timeout=20)
+        wait_until(lambda: side.count("end")[1] == 1 and not unfinished_records(r, prefix), timeout=20)
         cutter.let_through()                 # the re-send's connection goes through
         job_id = sending.get(timeout=20)
         assert cutter.sent_after_cut == 1    # the submit did reach Redis a second time
@@ -545,7 +545,7 @@ def test_a_submit_re_sent_after_a_lost_reply_adds_nothing_though_its_job_already
         submitter.submit_job(TASK_ID, params=side.params(2))
         wait_until(lambda: side.count("end")[2] == 1, timeout=20)
         side.assert_each_ended_once([0, 1, 2])
-        assert not r.exists(prefix + f"job:{job_id}")
+        assert not unfinished(r, prefix + f"job:{job_id}")
         assert_queue_empty(r, prefix)
     finally:
         cutter.close()
@@ -613,7 +613,7 @@ def test_a_finish_whose_reply_timed_out_is_sent_again_and_reported_once_with_its
         assert any(isinstance(e, greenq.BrokerError) for e in events["error"]), \
             "the finish's round trip was expected to time out"
         if outcome == "success":
-            assert not admin.exists(worker.keys.job(job_id))
+            assert not unfinished(admin, worker.keys.job(job_id))
         else:
             assert admin.lrange(worker.keys.failed, 0, -1) == [job_id.encode()]
     finally:
@@ -639,5 +639,5 @@ def test_a_job_waiting_behind_a_holder_whose_record_was_deleted_runs_and_the_los
     side.assert_each_ended_once([1])      # the holder had nothing left to run
     reports = [str(e) for e in errors if holder in str(e)]
     assert len(reports) == 1 and "without a record" in reports[0] and "resource x " in reports[0]
-    wait_until(lambda: not r.keys(prefix + "job:*"), timeout=10)
+    wait_until(lambda: not unfinished_records(r, prefix), timeout=10)
     assert_queue_empty(r, prefix)

@@ -17,7 +17,7 @@ import greenq
 from conftest import wait_until
 from greenq import GreenQueue
 from redis_server import RedisServer
-from queue_state import assert_queue_empty
+from queue_state import assert_queue_empty, unfinished_records
 from sidelog import TASK_FILE, TASK_ID, EventWorker, GreenqRun, SideLog
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,7 +107,7 @@ def test_an_emptied_redis_crashes_no_worker_runs_no_running_job_twice_and_new_jo
         embedded.submit_jobs([job(side, n, f"r{n - 10}", seconds=0.1) for n in range(10, 14)])
         wait_until(lambda: {10, 11, 12, 13} <= set(side.count("end")), timeout=30)
         client = plain_server.client()
-        wait_until(lambda: not client.keys(PREFIX + "job:*")
+        wait_until(lambda: not unfinished_records(client, PREFIX)
                    and int(client.hget(PREFIX + "counts", "active") or 0) == 0, timeout=10)
 
         # Each job ran exactly once, the running ones to their end.
@@ -161,7 +161,7 @@ def test_with_the_aof_every_job_survives_two_redis_kills_succeeded_or_failed_and
     client = aof_server.client()
 
     def settled():
-        records = client.keys(PREFIX + "job:*")
+        records = unfinished_records(client, PREFIX)
         return len(records) == client.llen(PREFIX + "failed") and \
             int(client.hget(PREFIX + "counts", "active") or 0) == 0
     wait_until(settled, timeout=60)
@@ -252,7 +252,7 @@ def test_a_late_finish_after_an_aof_restart_and_a_stale_flush_is_an_error_event_
             assert sorted(e.run for e in side.lines_of(n, "end")) == [1, 2]
         assert Counter(e.n for e in side.entries() if e.what == "end" and e.n >= 10) == {10: 1, 11: 1}
         client = aof_server.client()
-        wait_until(lambda: not client.keys(PREFIX + "job:*"), timeout=10)
+        wait_until(lambda: not unfinished_records(client, PREFIX), timeout=10)
         assert_queue_empty(client, PREFIX)
     finally:
         frozen.kill()

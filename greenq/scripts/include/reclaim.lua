@@ -2,17 +2,20 @@
 -- died or hung, as a crash: with retries left it goes to the back of the
 -- pending list with one retry fewer and keeps its resource (so the next job
 -- of that resource cannot overtake it); otherwise to the failed list, and
--- its resource goes to the next waiting job. Its error text is `why`, unless
--- its process left a note for this very lease (note.lua). Appends the job's
--- output row to `out` (9 values: id, "retry" or "fail", task, resource,
+-- its resource goes to the next waiting job. A job a cancel reached
+-- (cancel.lua marked it) ends "cancelled" instead, not retried. Its error
+-- text is `why`, unless its process left a note for this very lease
+-- (note.lua). Appends the job's output row to `out` (9 values: id, "retry",
+-- "fail" or "cancel", task, resource,
 -- encoding, params, retries left, attempts, error) and returns true; returns
 -- false when `proc` no longer runs the job (it ended, or runs elsewhere now),
 -- or when its record vanished (eviction, a manual DEL): then a resource it
 -- held goes to the next job waiting, and "active" counts it down at once.
 -- The caller removes `id` from proc's owned set, and counts "active" down by
 -- the number of true returns.
---   queue  as for release(), plus failed = LIST of failed job ids
--- Needs include/release before it; uses nothing of the including script.
+--   queue  as for release() and end_job(), plus failed = LIST of failed job ids
+-- Needs include/release and include/ended before it; uses nothing of the
+-- including script.
 local rcall = redis.call
 local function reclaim(queue, out, proc, id, why)
   local job_key = queue.prefix .. "job:" .. id
@@ -22,20 +25,27 @@ local function reclaim(queue, out, proc, id, why)
     return false
   end
   local f = rcall("HMGET", job_key, "state", "owner", "task", "res", "enc",
-                  "params", "retries", "attempts", "lease", "note", "note_lease")
+                  "params", "retries", "attempts", "lease", "note", "note_lease", "cancel",
+                  "watch")
   if f[1] ~= "active" or f[2] ~= proc then return false end
   if f[10] and f[11] == f[9] then why = f[10] end
   local retries = tonumber(f[7]) or 0
   local outcome = "fail"
-  if retries > 0 then
+  if f[12] then
+    outcome = "cancel"
+    rcall("SREM", queue.prefix .. "cancels:" .. proc, id)
+    release(queue, f[4], id)
+    end_job(queue, id, job_key, "cancelled", f[13], { "error", why })
+  elseif retries > 0 then
     retries = retries - 1
     outcome = "retry"
     rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
+    rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
     rcall("LPUSH", queue.pending, id)
   else
-    rcall("HSET", job_key, "state", "failed", "error", why)
     rcall("RPUSH", queue.failed, id)
     release(queue, f[4], id)
+    end_job(queue, id, job_key, "failed", f[13], { "error", why })
   end
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, outcome, f[3], f[4], f[5]

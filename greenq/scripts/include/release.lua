@@ -1,6 +1,7 @@
 -- release(queue, resource, id): job `id` is done with `resource`; hand it to
 -- the next waiting job (which becomes runnable) or free it. Waiting ids
--- whose record vanished are dropped so a ghost never holds a resource.
+-- whose record vanished are dropped so a ghost never holds a resource, and
+-- so are cancelled ones (cancel.lua leaves them in place: no scan).
 --
 -- release_vanished(queue, id): job `id` turned out to have no record any
 -- more (evicted, deleted by hand) where it was still referenced. If jobs
@@ -18,6 +19,7 @@
 --          job:<id>, wait:<resource>), pending = LIST, locks = HASH
 --          resource -> holder, counts = HASH, held = HASH holder -> resource }
 -- Uses nothing else of the including script.
+-- @include bury
 local rcall = redis.call
 local function release(queue, resource, id)
   if not resource or resource == "" then return end
@@ -30,14 +32,21 @@ local function release(queue, resource, id)
   end
   rcall("HDEL", queue.held, id)
   while next_id do
-    rcall("HINCRBY", queue.counts, "waiting", -1)
     local next_key = queue.prefix .. "job:" .. next_id
-    if rcall("TYPE", next_key).ok == "hash" then
-      rcall("HSET", queue.locks, resource, next_id)
-      rcall("HSET", next_key, "state", "pending")
-      rcall("LPUSH", queue.pending, next_id)
-      if rcall("LLEN", wait_key) > 0 then rcall("HSET", queue.held, next_id, resource) end
-      return
+    -- A string for a job record; false when it is gone, an error reply
+    -- (a table) when the key holds something else.
+    local state = redis.pcall("HGET", next_key, "state")
+    if state == "cancelled" then
+      bury(next_key)  -- its cancel counted it out of "waiting" already
+    else
+      rcall("HINCRBY", queue.counts, "waiting", -1)
+      if type(state) == "string" then
+        rcall("HSET", queue.locks, resource, next_id)
+        rcall("HSET", next_key, "state", "pending")
+        rcall("LPUSH", queue.pending, next_id)
+        if rcall("LLEN", wait_key) > 0 then rcall("HSET", queue.held, next_id, resource) end
+        return
+      end
     end
     next_id = rcall("LPOP", wait_key)
   end
