@@ -217,8 +217,8 @@ def w7(ctx: Context, run: int) -> dict:
         warm_up(ctx, q, f"{namespace}:rec:warm")
         time.sleep(IDLE_SETTLE)
         first = time.time() + W7_LEAD + n / 1000
-        ids = q.submit_jobs([{"task_id": "bench.stamp", "params": {"at": first + i / c.latency_rate}}
-                             for i in range(n)])
+        ids = q.submit_jobs([{"task_id": "bench.stamp",
+                              "params": {"at": first + i / c.latency_rate}} for i in range(n)])
         waiters = [gevent.spawn(waiter, job_id) for job_id in ids]
         # Every waiter must be in place (past its check) before the first
         # finish, or its wait() returns the ended record and times nothing.
