@@ -15,12 +15,15 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W1_submit_bulk": ("jobs/s", True),
     "W2_drain": ("jobs/s", True),
     "W2_drain_inprocess": ("jobs/s", True),
+    "W2_drain_result_ttl_0": ("jobs/s", True),
     "W2_ceiling_no_queue": ("jobs/s", True),
     "W2_share_of_ceiling": ("drain/ceiling", True),
     "W3_efficiency": ("ideal/measured", True),
     "W3_ceiling_no_queue": ("ideal/measured", True),
     "W4_latency_p50_ms": ("ms", False),
     "W4_latency_p99_ms": ("ms", False),
+    "W4_latency_p50_ms_result_ttl_0": ("ms", False),
+    "W4_latency_p99_ms_result_ttl_0": ("ms", False),
     "W5_resources_jobs_per_s": ("jobs/s", True),
     "W5_hot_jobs_per_s": ("jobs/s", True),
     "W5_overlaps": ("jobs", False),
@@ -29,17 +32,20 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W6_redis_ms_per_tick": ("ms", False),
     "W6_rss_bytes_per_running_job": ("bytes", False),
     "W6_redis_bytes_per_queued_job": ("bytes", False),
+    "W6_redis_bytes_per_kept_record": ("bytes", False),
 }
 
 # The figures each workload group produces, in table order.
 GROUPS = {
     "W1": ["W1_submit_single", "W1_submit_bulk"],
-    "W2": ["W2_drain", "W2_drain_inprocess", "W2_ceiling_no_queue", "W2_share_of_ceiling"],
+    "W2": ["W2_drain", "W2_drain_result_ttl_0", "W2_drain_inprocess", "W2_ceiling_no_queue",
+           "W2_share_of_ceiling"],
     "W3": ["W3_efficiency", "W3_ceiling_no_queue"],
-    "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms"],
+    "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms", "W4_latency_p50_ms_result_ttl_0",
+           "W4_latency_p99_ms_result_ttl_0"],
     "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],
     "W6": ["W6_round_trips_per_tick", "W6_redis_ms_per_tick", "W6_rss_bytes_per_running_job",
-           "W6_redis_bytes_per_queued_job"],
+           "W6_redis_bytes_per_queued_job", "W6_redis_bytes_per_kept_record"],
 }
 
 # Figures that are correctness checks: any non-zero run fails the benchmark.
