@@ -320,6 +320,8 @@ class Committer:
                 self._resending.discard(job.id)
                 if logged:
                     joblog.given_back(job)
+            elif code == Outcome.CANCELLED:
+                self._cancelled(job)
             else:
                 self._lost(job, code, "was given back")
 
