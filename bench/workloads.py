@@ -53,9 +53,11 @@ class Context:
     def namespace(self, workload: str, run: int) -> str:
         return f"{self.prefix}-{workload}-{run}"
 
-    def queue(self, namespace: str, children: int = 0, workers: int = 100) -> "greenq.GreenQueue":
+    def queue(self, namespace: str, children: int = 0, workers: int = 100,
+              **settings) -> "greenq.GreenQueue":
+        """`settings`: more GreenQueue arguments (result_ttl, ...); greenq's defaults otherwise."""
         q = greenq.GreenQueue(redis_url=self.redis_url, namespace=namespace,
-                              child_process_count=children, worker_count=workers)
+                              child_process_count=children, worker_count=workers, **settings)
         q.register_task(TASKS_FILE)
         q.on("job_fail", lambda job: log.error("job %s failed: %s", job.id, job.error))
         return q
@@ -106,11 +108,12 @@ def w1(ctx: Context, run: int) -> dict:
 # -- W2, W3: drain -------------------------------------------------------------
 
 
-def drained(ctx: Context, namespace: str, jobs: list[dict], children: int, workers: int) -> float:
+def drained(ctx: Context, namespace: str, jobs: list[dict], children: int, workers: int,
+            **settings) -> float:
     """Queue every job, then start the workers: seconds from the first job's
     start to the last job's finish."""
     key = jobs[0]["params"]["k"]
-    q = ctx.queue(namespace, children, workers)
+    q = ctx.queue(namespace, children, workers, **settings)
     ctx.submit_bulk(q, jobs)
     q.start()
     try:
@@ -126,13 +129,19 @@ def w2(ctx: Context, run: int) -> dict:
     seconds = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n),
                       PROCESSES, ctx.counts.drain_concurrency)
     ctx.clean()
+    # What keeping each ended record for the default result_ttl costs.
+    namespace = ctx.namespace("W2ttl0", run)
+    unkept = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n),
+                     PROCESSES, ctx.counts.drain_concurrency, result_ttl=0)
+    ctx.clean()
     namespace = ctx.namespace("W2in", run)
     inprocess = drained(ctx, namespace, noop_jobs(f"{namespace}:rec", n), 0, INPROCESS_WORKERS)
     ctx.clean()
     key = f"{ctx.namespace('W2ceil', run)}:rec"
     bare = ceiling.drain_without_queue(ctx.admin, key, n, ctx.counts.drain_concurrency,
                                        timeout_for(n))
-    return {"W2_drain": n / seconds, "W2_drain_inprocess": n / inprocess,
+    return {"W2_drain": n / seconds, "W2_drain_result_ttl_0": n / unkept,
+            "W2_drain_inprocess": n / inprocess,
             "W2_ceiling_no_queue": n / bare, "W2_share_of_ceiling": seconds and bare / seconds}
 
 
@@ -166,10 +175,17 @@ def warm_up(ctx: Context, q: "greenq.GreenQueue", key: str) -> None:
 
 
 def w4(ctx: Context, run: int) -> dict:
+    figures = submit_to_start(ctx, ctx.namespace("W4", run))
+    unkept = submit_to_start(ctx, ctx.namespace("W4ttl0", run), result_ttl=0)
+    figures.update({f"{name}_result_ttl_0": value for name, value in unkept.items()})
+    return figures
+
+
+def submit_to_start(ctx: Context, namespace: str, **settings) -> dict:
+    """W4's latencies on a queue with GreenQueue `settings`."""
     c = ctx.counts
-    namespace = ctx.namespace("W4", run)
     key = f"{namespace}:rec"
-    q = ctx.queue(namespace, PROCESSES, c.drain_concurrency)
+    q = ctx.queue(namespace, PROCESSES, c.drain_concurrency, **settings)
     q.start()
     try:
         warm_up(ctx, q, f"{key}:warm")

@@ -302,7 +302,7 @@ class Broker:
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
         return ("give_back", (k.pending, k.counts, k.locks, k.held),
-                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+                (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *pairs))
 
     def drop_receipts(self, process_id: str, client: Client = None) -> None:
         """Forget this process' finish receipts (it saw every reply)."""
