@@ -341,6 +341,33 @@ def test_an_acl_user_limited_to_the_queue_keys_runs_the_whole_api(acl, queues, n
                for k in acl.admin.keys(f"{namespace}*"))
 
 
+@pytest.mark.timeout(120)
+def test_an_acl_user_with_the_documented_rights_waits_on_jobs(acl, queues, namespace,
+                                                             monkeypatch):
+    """wait(): watch.lua, the pub/sub listener (SUBSCRIBE to the queue's
+    `ended` channel, its PING and sweep, shortened here so they run) and
+    the PUBLISH of the ending script, all as the documented user."""
+    import gevent
+
+    from greenq import JobNotFoundError, waiting
+
+    monkeypatch.setattr(waiting, "SWEEP_INTERVAL", 0.2)
+    password = uuid.uuid4().hex
+    user = acl.add_user(namespace, password)
+    queue = queues(OUTCOME, redis_url=acl.url(user, password), namespace=namespace, worker_count=4)
+    ids = [queue.submit_job("proc.outcome", params={"fail": n % 2}) for n in range(4)]
+    waiters = [gevent.spawn(queue.wait, job_id, 30) for job_id in ids]
+    wait_until(lambda: all(acl.admin.hget(queue.keys.job(job_id), "watch") for job_id in ids))
+    gevent.sleep(0.5)  # a sweep or two, and their PINGs
+    queue.start()
+    gevent.joinall(waiters, timeout=15)
+    assert [w.value.state if w.value else w.exception for w in waiters] == \
+        ["succeeded", "failed"] * 2
+    with pytest.raises(JobNotFoundError):
+        queue.wait("no-such-job", timeout=5)
+    assert set(acl.denials(user)) <= OPTIONAL_COMMANDS
+
+
 @pytest.mark.timeout(180)
 def test_an_acl_user_runs_child_workers_and_every_cli_command(acl, runs, namespace):
     password = uuid.uuid4().hex
