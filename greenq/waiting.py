@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any, Callable
 
+import msgpack
 import redis
 from redis.backoff import EqualJitterBackoff
 
@@ -58,6 +59,9 @@ IDLE_STOP = 30.0
 # Ids read off the connection before their records are fetched (one round
 # trip for the batch).
 MESSAGE_BATCH = 1000
+# First byte of a message that carries the record (msgpack's 2-element
+# array; no UTF-8 text starts with it, so a bare id never does).
+INLINE_MARK = b"\x92"
 # How long close() waits for the listener thread to end.
 CLOSE_JOIN = 2.0
 
@@ -310,11 +314,25 @@ class Listener:
             self._subscribed = False
             return True
 
-    @staticmethod
-    def _ids(message: dict) -> list[str]:
+    def _ids(self, message: dict) -> list[str]:
+        """The ids in `message` whose records must still be read; a record
+        that came inline (include/ended.lua) wakes its waiters here."""
         if message["type"] != "message":
             return []  # a pong, a (re-)subscription
-        return [text(message["data"]) or ""]
+        data = message["data"]
+        if not data.startswith(INLINE_MARK):
+            return [text(data) or ""]
+        try:
+            raw_id, flat = msgpack.unpackb(data, raw=True)
+            job_id, rec = text(raw_id) or "", record_from_flat(flat)
+        except Exception:  # noqa: BLE001 - not ours to judge; nobody waits on garbage
+            log.warning("wait(): a message on the ended channel that is not greenq's; ignored")
+            return []
+        with self._lock:
+            waited = job_id in self._slots
+        if waited and text(rec.get(b"state")) in ENDED:
+            self._resolve(job_id, functools.partial(self._job, job_id, rec))
+        return []
 
     def _deliver(self, ids: list[str]) -> None:
         """Ids heard on the channel: read the records of those waited on here,

@@ -4,6 +4,7 @@ coalescing and its re-send, one lease counter per queue."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from test_scripts import P1, P2, Q
@@ -136,7 +137,9 @@ def test_a_watched_job_publishes_its_id_when_it_ends_and_an_unwatched_one_does_n
     pairs = [x for job in jobs for x in (job[0].decode(), job[1])]
     q.b.complete(P1, pairs)
     message = listener.get_message(timeout=1)
-    assert message["data"] == watched.encode()
+    job_id, flat = msgpack.unpackb(message["data"], raw=True)   # the record rides along
+    record = dict(zip(flat[0::2], flat[1::2]))
+    assert job_id == watched.encode() and record[b"state"] == b"succeeded"
     assert listener.get_message(timeout=0.2) is None
     listener.close()
 
