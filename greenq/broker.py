@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
+from .job import ENDED
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ _GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
+
+
+def record_from_flat(flat: list | dict) -> dict:
+    """A record from HGETALL's raw flat reply (field, value, ...) as a dict,
+    as redis-py's client would give it."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[0::2], flat[1::2]))
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -293,7 +302,7 @@ class Broker:
     def give_back_call(self, process_id: str, pairs: Sequence, drop_receipts: bool = False) -> tuple:
         k = self.keys
         return ("give_back", (k.pending, k.counts, k.locks, k.held),
-                (k.prefix, process_id, _flag(drop_receipts), *pairs))
+                (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *pairs))
 
     def drop_receipts(self, process_id: str, client: Client = None) -> None:
         """Forget this process' finish receipts (it saw every reply)."""
@@ -334,6 +343,35 @@ class Broker:
         """A job's record as it is now, in one round trip ({} when there is none).
         Raises redis.ResponseError (WRONGTYPE) when the key is not a hash."""
         return self.shared.hgetall(self.keys.job(job_id))
+
+    # -- wait ----------------------------------------------------------------
+
+    def watch(self, job_ids: Sequence[str]) -> list[list | None]:
+        """watch.lua for each id, in one round trip: None, no record; [] not
+        ended yet (now marked, so its end is published on keys.ended); else
+        the ended record as HGETALL's flat list (record_from_flat makes it a
+        dict). Safe to send twice: a connection Redis closed while idle is
+        retried once."""
+        ended = sorted(ENDED)
+        return self._pipeline(None, [("watch", (self.keys.job(i),), ended) for i in job_ids],
+                              resend_safe=True)
+
+    def subscribe_ended(self) -> redis.client.PubSub:
+        """A pub/sub connection of its own (a pool of one), with SUBSCRIBE to
+        keys.ended sent; the caller reads the confirmation, then the ids."""
+        pubsub = self.channel(1).pubsub()
+        pubsub.subscribe(self.keys.ended)
+        return pubsub
+
+    def job_records(self, job_ids: Sequence[str]) -> list[dict]:
+        """The records of `job_ids` (HGETALL, bytes keys; {} when gone), in
+        one round trip."""
+        replies = self._send(None, [("HGETALL", self.keys.job(i)) for i in job_ids],
+                             resend_safe=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [record_from_flat(reply) for reply in replies]
 
     # -- failed queue and inspection --------------------------------------
 

@@ -22,6 +22,7 @@ from .keys import Keys
 from .registry import Registry
 from .serializers import get_serializer
 from .server_check import eviction_warning, lua_flaw_warning
+from .waiting import Listener, check_timeout
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class GreenQueue:
         self.broker = Broker(self.connection, self.keys, self.result_ttl)
         self.registry = Registry()
         self.events = EventBus()
+        # wait()'s shared pub/sub listener: no connection or thread until the first wait().
+        self._listener = Listener(self.broker, max_params_bytes)
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
         self._runner: Any = None  # a Worker, or a Master with child processes
         # Set by greenq.child: a job overrunning its time limit on a blocked
@@ -206,6 +209,23 @@ class GreenQueue:
         job_id = _check_id(job_id, "job_id")
         return self.broker.cancel(job_id) == 1
 
+    # -- waiting -------------------------------------------------------------
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job has ended (succeeded, failed with no retry
+        left, or cancelled) and return it, with its `state`, `result` and
+        `error`. A job that had already ended returns at once.
+
+        Raises WaitTimeout (a GreenQError and TimeoutError) when `timeout`
+        seconds pass first, JobNotFoundError (a GreenQError and LookupError)
+        when the id is unknown, its record expired or was deleted, and
+        StateError once the queue was shut down. Works in any process,
+        threads included, without gevent. Polls nothing: every waiter of
+        this queue in this process shares one pub/sub connection, on which
+        the script that ends a waited-on job publishes its id."""
+        job_id = _check_id(job_id, "job_id")
+        return self._listener.wait(job_id, check_timeout(timeout))
+
     # -- running -------------------------------------------------------------
 
     def start(self) -> None:
@@ -296,6 +316,7 @@ class GreenQueue:
                 self._runner.stop(timeout)
             self.events.stop()
         finally:
+            self._listener.close()
             self.broker.close()
             self._state = "stopped"
 

@@ -29,6 +29,16 @@ def use_the_api(queue: GreenQueue) -> None:
     text: str | None = first.error
     _ = (job_id, ids, counts, moved, flushed, first.id, first.task_id, first.retries,
          first.attempts, text)
+    same: str = queue.submit_job("typed.add", resource_id="r-1", job_id="order-7",
+                                 coalesce=True)
+    found: Job | None = queue.get_job(same)
+    if found is not None:
+        state: str | None = found.state
+        token: int = found.fencing_token
+        _ = (state, token, found.result)
+    cancelled: bool = queue.cancel(same)
+    running: Job | None = greenq.current_job()
+    _ = (cancelled, running)
     queue.shutdown(timeout=1.0)
 
 
@@ -36,6 +46,6 @@ def build() -> GreenQueue:
     try:
         return GreenQueue(redis_url="redis://127.0.0.1:6379/0", namespace="n", queue_id="q",
                           child_process_count=0, worker_count=10, flush_stale_timeout=5.0,
-                          serializer="json")
+                          serializer="json", result_ttl=60.0)
     except greenq.GreenQError:
         raise
