@@ -17,7 +17,7 @@ from .broker import Broker
 from .errors import JobDecodeError, NotPatchedError, ParamsError, StateError
 from .events import EventBus
 from .health import Health
-from .job import Job, job_from_record, number, text
+from .job import Job, job_from_record, text
 from .keys import Keys
 from .registry import Registry
 from .serializers import get_serializer
@@ -379,26 +379,11 @@ class GreenQueue:
     def failed_jobs(self, limit: int = 100, task_id: str | None = None) -> list[Job]:
         """The failed queue, oldest first: at most `limit` jobs, only those
         of task `task_id` when it is given."""
-        from .serializers import decode_params
-
         _, task_id = failed.check_filters(None, task_id)
         records = self.broker.failed_records(limit) if task_id is None else \
             failed.records_of_task(self.broker, task_id, limit)
-        jobs = []
-        for job_id, record in records:
-            if not record:
-                continue
-            try:
-                params = decode_params(record.get(b"enc"), record.get(b"params"),
-                                       self.max_params_bytes)
-            except Exception:
-                params = record.get(b"raw", record.get(b"params"))
-            jobs.append(Job(id=text(job_id) or "", task_id=text(record.get(b"task")) or "",
-                            resource_id=text(record.get(b"res")), params=params,
-                            retries=number(record.get(b"retries")),
-                            attempts=number(record.get(b"attempts")),
-                            error=text(record.get(b"error"))))
-        return jobs
+        return [job_from_record(text(job_id) or "", record, self.max_params_bytes)
+                for job_id, record in records if record]
 
     def stats(self) -> dict[str, int]:
         """Job counts, and `workers`: worker processes heard from within

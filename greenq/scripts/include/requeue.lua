@@ -10,7 +10,7 @@
 local function requeue(queue, id)
   local job_key = queue.prefix .. "job:" .. id
   if redis.call("TYPE", job_key).ok ~= "hash" then return false end
-  redis.call("HDEL", job_key, "owner", "started")
+  redis.call("HDEL", job_key, "owner", "started", "ended")
   enqueue(queue, id, job_key, redis.call("HGET", job_key, "res"))
   return true
 end
