@@ -1,6 +1,6 @@
 """greenq's benchmark suite.
 
-    python -m bench [--workloads W1,W2,W3,W4,W5,W6] [--runs 3] [--redis-url URL]
+    python -m bench [--workloads W1,W2,W3,W4,W5,W6,W7] [--runs 3] [--redis-url URL]
                     [--json FILE] [--quick]
 
 --quick: small counts and one run (unless --runs says otherwise), for CI.
@@ -9,8 +9,9 @@ Starts a throwaway redis-server on a free port unless --redis-url is given
 (then only this run's own keys are written and deleted). Runs each workload
 --runs times and prints median and min-max with the issue's targets beside
 them (shown, not asserted), and the machine, Python, Redis and library
-versions. W1-W4 are the workloads shared with the peers (bench/peers); W5 and
-W6 are greenq's own. Exit status 1 when a workload failed or W5 found two
+versions. W1-W4 are the workloads shared with the peers (bench/peers); W5,
+W6 and W7 are greenq's own (W7 run with W4 also gives the ratio of their p99
+latencies, run by run). Exit status 1 when a workload failed or W5 found two
 jobs of one resource running at once (or out of order).
 """
 
@@ -36,7 +37,7 @@ from bench.redis_server import ThrowawayRedis  # noqa: E402
 log = logging.getLogger("bench")
 
 MEASURE = {"W1": workloads.w1, "W2": workloads.w2, "W3": workloads.w3, "W4": workloads.w4,
-           "W5": scale.w5, "W6": scale.w6}
+           "W5": scale.w5, "W6": scale.w6, "W7": workloads.w7}
 PACKAGES = ("greenq", "gevent", "greenlet", "redis", "hiredis", "msgpack")
 
 
@@ -60,7 +61,8 @@ def run_workloads(ctx: workloads.Context, names: list[str], runs: int) -> tuple[
                 results.pop(name, None)
                 errors[name] = f"{type(exc).__name__}: {exc}"
     ctx.clean()
-    order = [name for group in names for name in report.GROUPS[group]]
+    results.update(report.ratios(results))
+    order = [name for group in names for name in report.GROUPS[group]] + list(report.RATIOS)
     return {name: report.summary(name, results[name]) for name in order if name in results}, errors
 
 

@@ -15,12 +15,15 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W1_submit_bulk": ("jobs/s", True),
     "W2_drain": ("jobs/s", True),
     "W2_drain_inprocess": ("jobs/s", True),
+    "W2_drain_result_ttl_0": ("jobs/s", True),
     "W2_ceiling_no_queue": ("jobs/s", True),
     "W2_share_of_ceiling": ("drain/ceiling", True),
     "W3_efficiency": ("ideal/measured", True),
     "W3_ceiling_no_queue": ("ideal/measured", True),
     "W4_latency_p50_ms": ("ms", False),
     "W4_latency_p99_ms": ("ms", False),
+    "W4_latency_p50_ms_result_ttl_0": ("ms", False),
+    "W4_latency_p99_ms_result_ttl_0": ("ms", False),
     "W5_resources_jobs_per_s": ("jobs/s", True),
     "W5_hot_jobs_per_s": ("jobs/s", True),
     "W5_overlaps": ("jobs", False),
@@ -29,18 +32,29 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W6_redis_ms_per_tick": ("ms", False),
     "W6_rss_bytes_per_running_job": ("bytes", False),
     "W6_redis_bytes_per_queued_job": ("bytes", False),
+    "W6_redis_bytes_per_kept_record": ("bytes", False),
+    "W7_wake_p50_ms": ("ms", False),
+    "W7_wake_p99_ms": ("ms", False),
+    "W7_p99_over_W4_p99": ("ratio", False),
 }
 
 # The figures each workload group produces, in table order.
 GROUPS = {
     "W1": ["W1_submit_single", "W1_submit_bulk"],
-    "W2": ["W2_drain", "W2_drain_inprocess", "W2_ceiling_no_queue", "W2_share_of_ceiling"],
+    "W2": ["W2_drain", "W2_drain_result_ttl_0", "W2_drain_inprocess", "W2_ceiling_no_queue",
+           "W2_share_of_ceiling"],
     "W3": ["W3_efficiency", "W3_ceiling_no_queue"],
-    "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms"],
+    "W4": ["W4_latency_p50_ms", "W4_latency_p99_ms", "W4_latency_p50_ms_result_ttl_0",
+           "W4_latency_p99_ms_result_ttl_0"],
     "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],
     "W6": ["W6_round_trips_per_tick", "W6_redis_ms_per_tick", "W6_rss_bytes_per_running_job",
-           "W6_redis_bytes_per_queued_job"],
+           "W6_redis_bytes_per_queued_job", "W6_redis_bytes_per_kept_record"],
+    "W7": ["W7_wake_p50_ms", "W7_wake_p99_ms"],
 }
+
+# Figures computed from two groups of one run, when both ran: name ->
+# (numerator, denominator), run by run.
+RATIOS = {"W7_p99_over_W4_p99": ("W7_wake_p99_ms", "W4_latency_p99_ms")}
 
 # Figures that are correctness checks: any non-zero run fails the benchmark.
 MUST_BE_ZERO = ("W5_overlaps", "W5_order_violations")
@@ -68,6 +82,8 @@ TARGETS = {
     "W6_redis_ms_per_tick": Target("<= 5 for 10,000 jobs", lambda v: v <= 5.0),
     "W6_rss_bytes_per_running_job": Target("<= 20 KB", lambda v: v <= 20 * 1024),
     "W6_redis_bytes_per_queued_job": Target("<= 200 besides params", lambda v: v <= 200),
+    "W7_wake_p99_ms": Target("<= 2x W4 p99 of the same run (ratio below)"),
+    "W7_p99_over_W4_p99": Target("<= 2", lambda v: v <= 2.0),
 }
 
 
@@ -75,6 +91,15 @@ def summary(name: str, runs: list[float]) -> dict:
     unit, higher_is_better = UNITS[name]
     return {"unit": unit, "higher_is_better": higher_is_better, "runs": runs,
             "median": statistics.median(runs), "min": min(runs), "max": max(runs)}
+
+
+def ratios(results: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The RATIOS whose two figures were measured in this run, run by run."""
+    derived = {}
+    for name, (top, bottom) in RATIOS.items():
+        if top in results and bottom in results and len(results[top]) == len(results[bottom]):
+            derived[name] = [a / b for a, b in zip(results[top], results[bottom])]
+    return derived
 
 
 def failed_checks(workloads: dict) -> list[str]:

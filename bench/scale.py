@@ -176,8 +176,40 @@ def queued_memory(ctx: Context) -> float:
     return (after - before) / n
 
 
+def kept_memory(ctx: Context) -> float:
+    """Redis bytes per ended record kept for the default result_ttl: jobs
+    without params whose perform returns None (bench.noop), run to their
+    end, against the memory before they were submitted."""
+    n = counts(ctx).queued
+    q = ctx.queue(ctx.prefix + "k")
+    try:
+        q.submit_job("bench.noop")
+        q.start()
+        wait_drained(q)
+        before = traffic.redis_used_memory(ctx.admin)
+        ctx.submit_bulk(q, [{"task_id": "bench.noop"}] * n)
+        wait_drained(q)
+        after = traffic.redis_used_memory(ctx.admin)
+    finally:
+        q.shutdown()
+    return (after - before) / n
+
+
+def wait_drained(q: "greenq.GreenQueue", timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = q.stats()
+        if stats["pending"] == stats["active"] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"queue not drained within {timeout:.0f} s: {stats}")
+        time.sleep(0.05)
+
+
 def w6(ctx: Context, run: int) -> dict:
     figures = running_at_once(ctx, run)
     ctx.clean()
     figures["W6_redis_bytes_per_queued_job"] = queued_memory(ctx)
+    ctx.clean()
+    figures["W6_redis_bytes_per_kept_record"] = kept_memory(ctx)
     return figures

@@ -51,6 +51,16 @@ def noop(params):
     return None
 
 
+@greenq.task("bench.stamp", timeout=TIMEOUT)
+def stamp(params):
+    """W7: sleep until the wall-clock time params["at"], then return the
+    time it finished, for its waiter to compare with its wake-up."""
+    delay = params["at"] - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    return time.time()
+
+
 @greenq.task("bench.sleeper", timeout=TIMEOUT)
 def sleeper(params):
     """W6: sleep, then the record through a pool that waits for a connection."""

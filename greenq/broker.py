@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
+from .job import ENDED
 from .keys import Keys
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ _GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
+
+
+def record_from_flat(flat: list | dict) -> dict:
+    """A record from HGETALL's raw flat reply (field, value, ...) as a dict,
+    as redis-py's client would give it."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[0::2], flat[1::2]))
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -335,6 +344,35 @@ class Broker:
         Raises redis.ResponseError (WRONGTYPE) when the key is not a hash."""
         return self.shared.hgetall(self.keys.job(job_id))
 
+    # -- wait ----------------------------------------------------------------
+
+    def watch(self, job_ids: Sequence[str]) -> list[list | None]:
+        """watch.lua for each id, in one round trip: None, no record; [] not
+        ended yet (now marked, so its end is published on keys.ended); else
+        the ended record as HGETALL's flat list (record_from_flat makes it a
+        dict). Safe to send twice: a connection Redis closed while idle is
+        retried once."""
+        ended = sorted(ENDED)
+        return self._pipeline(None, [("watch", (self.keys.job(i),), ended) for i in job_ids],
+                              resend_safe=True)
+
+    def subscribe_ended(self) -> redis.client.PubSub:
+        """A pub/sub connection of its own (a pool of one), with SUBSCRIBE to
+        keys.ended sent; the caller reads the confirmation, then the ids."""
+        pubsub = self.channel(1).pubsub()
+        pubsub.subscribe(self.keys.ended)
+        return pubsub
+
+    def job_records(self, job_ids: Sequence[str]) -> list[dict]:
+        """The records of `job_ids` (HGETALL, bytes keys; {} when gone), in
+        one round trip."""
+        replies = self._send(None, [("HGETALL", self.keys.job(i)) for i in job_ids],
+                             resend_safe=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [record_from_flat(reply) for reply in replies]
+
     # -- failed queue and inspection --------------------------------------
 
     def retry_failed(self, limit: int) -> int:
@@ -346,6 +384,20 @@ class Broker:
     def delete_failed(self, limit: int) -> int:
         k = self.keys
         return self._run(self.shared, "delete_failed", (k.failed,), (k.prefix, limit))
+
+    def failed_select(self, mode: str, *, job_ids: Sequence[str] = (), task_id: str = "",
+                      cursor: int | None = None, limit: int = 0) -> tuple[int, int, bool]:
+        """Retry or delete (`mode`) the failed jobs that match (see
+        failed_select.lua): the `job_ids` given (at most config.SCRIPT_BATCH
+        per call), those of them whose task is `task_id` too; or, with a
+        `cursor`, those of task `task_id` among `limit` slots of the failed
+        list from there. Returns (jobs acted on, next cursor, done)."""
+        k = self.keys
+        how = ("walk", cursor, limit) if cursor is not None else ("ids", *job_ids)
+        acted, next_cursor, done = self._run(
+            self.shared, "failed_select", (k.failed, k.pending, k.locks, k.counts, k.held),
+            (k.prefix, mode, task_id, *how))
+        return acted, next_cursor, bool(done)
 
     def _now_ms(self) -> int:
         seconds, micros = self.shared.time()
@@ -410,6 +462,26 @@ class Broker:
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
+        if not ids:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id.decode()))
+        return list(zip(ids, pipe.execute()))
+
+    def failed_tasks(self, start: int, count: int) -> list[tuple[bytes, bytes | None]]:
+        """(id, task id) of `count` failed jobs from index `start`: what a
+        listing filtered by task reads before it fetches the records."""
+        ids = self.shared.lrange(self.keys.failed, start, start + count - 1)
+        if not ids:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id.decode()), "task")
+        return list(zip(ids, pipe.execute(raise_on_error=False)))
+
+    def records(self, ids: Sequence[bytes]) -> list[tuple[bytes, dict]]:
+        """(id, HGETALL) of each of `ids`, in one round trip."""
         if not ids:
             return []
         pipe = self.shared.pipeline(transaction=False)

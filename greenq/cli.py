@@ -1,7 +1,9 @@
 """The `greenq` command. Exit status: 0 ok; 1 Redis unreachable (or not
 Redis at that address, or refusing the password) or another runtime
-failure; 2 bad usage or input (click's own, bad JSON, bad task file); 3
-worker children kept dying at boot; 130 interrupted (Ctrl-C)."""
+failure (and a job that failed, was cancelled or is unknown: see
+greenq.cli_job); 2 bad usage or input (click's own, bad JSON, bad task
+file); 3 worker children kept dying at boot; 124 `wait` timed out; 130
+interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
@@ -265,12 +267,46 @@ def _params(argument: str):
               help="How many times a failed job is tried again before it goes to the failed queue.")
 @click.option("--serializer", type=click.Choice(["msgpack", "json"]), default="msgpack",
               show_default=True, help="Encoding of the params in Redis (workers read either).")
+@click.option("--job-id", default=None, metavar="ID",
+              help="The job's id, chosen by you: while a job with this id exists (queued, running, "
+                   "failed, or ended and kept), submitting it again adds nothing and prints the "
+                   "same id.  [default: a new random id]")
+@click.option("--coalesce", is_flag=True,
+              help="Needs --resource. When that resource's newest job not started yet is of the "
+                   "same task, replace its params and retries and print its id instead of "
+                   "queueing another (latest wins).")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Wait for the job to end, then show it and exit as `greenq wait` does (0 "
+                   "succeeded, 1 failed or cancelled, 124 on --timeout).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --wait: give up waiting after this long (exit 124; the job stays queued).")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --wait: the ended job as one JSON object.")
 @common_options
-def submit(task_id, resource, params, retries, serializer, redis_url, namespace, queue_id):
-    """Submit one job; prints its id."""
+def submit(task_id, resource, params, retries, serializer, job_id, coalesce, wait_, timeout,
+           as_json, redis_url, namespace, queue_id):
+    """Submit one job; prints its id (with --wait: the ended job)."""
+    if coalesce and resource is None:
+        raise ParamsError("--coalesce needs --resource: it replaces the newest job of that "
+                          "resource that has not started yet")
+    for option, given in (("--timeout", timeout is not None), ("--json", as_json)):
+        if given and not wait_:
+            raise ParamsError(f"{option} goes with --wait")
     decoded = _params(params)
     queue = make_queue(redis_url, namespace, queue_id, serializer=serializer)
-    click.echo(queue.submit_job(task_id, resource_id=resource, params=decoded, retries=retries))
+    submitted = queue.submit_job(task_id, resource_id=resource, params=decoded, retries=retries,
+                                 job_id=job_id, coalesce=coalesce)
+    if not wait_:
+        click.echo(submitted)
+        return
+    from .cli_job import wait_and_show
+
+    try:
+        wait_and_show(queue, submitted, timeout, as_json)
+    except KeyboardInterrupt:
+        click.echo(f"greenq: job {submitted} stays queued; `greenq wait {submitted}` waits again",
+                   err=True)
+        raise
 
 
 @main.command()
@@ -291,18 +327,46 @@ def failed():
     """The failed queue: list, retry or delete its jobs."""
 
 
+def _filters(ids: tuple[str, ...], task: str | None) -> dict:
+    """--id (repeatable) and --task as the failed-queue calls take them."""
+    if "" in ids or task == "":
+        raise ParamsError(f"{'--id' if '' in ids else '--task'} must not be empty")
+    return {"job_ids": list(ids) if ids else None, "task_id": task}
+
+
+def _filter_options(command):
+    command = click.option("--task", default=None, metavar="TASK_ID",
+                           help="Only the failed jobs of this task.")(command)
+    return click.option("--id", "ids", multiple=True, metavar="JOB_ID",
+                        help="Only this failed job (repeat for several); with --task, only "
+                             "those of that task. An id not in the failed queue is left alone.")(
+        command)
+
+
+def _not_all(acted: int, filters: dict) -> None:
+    """A note on stderr when some ids given were not acted on."""
+    given = len(set(filters["job_ids"] or ()))
+    if acted < given:
+        task = filters["task_id"]
+        click.echo(f"greenq: note: {given - acted} of the {count(given, 'id')} given "
+                   f"{'was' if given - acted == 1 else 'were'} not in the failed queue"
+                   f"{f' with task {task!r}' if task else ''}", err=True)
+
+
 @failed.command("list")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True,
               help="Failed jobs listed at most (the oldest).")
+@click.option("--task", default=None, metavar="TASK_ID", help="Only the failed jobs of this task.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Each job's whole traceback, not only the error's last line.")
 @common_options
-def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
+def failed_list(limit, task, as_json, verbose, redis_url, namespace, queue_id):
     """Failed jobs, oldest first."""
-    jobs = existing_queue(redis_url, namespace, queue_id).failed_jobs(limit)
+    _filters((), task)
+    jobs = existing_queue(redis_url, namespace, queue_id).failed_jobs(limit, task_id=task)
     if not jobs and not as_json:
-        click.echo("no failed jobs")
+        click.echo("no failed jobs" + (f" of task {task!r}" if task else ""))
     for job in jobs:
         if as_json:
             params = job.params if not isinstance(job.params, bytes) else repr(job.params)
@@ -322,21 +386,31 @@ def failed_list(limit, as_json, verbose, redis_url, namespace, queue_id):
 
 
 @failed.command("retry")
+@_filter_options
 @common_options
-def failed_retry(redis_url, namespace, queue_id):
-    """Move every failed job back to the queue."""
-    retried = existing_queue(redis_url, namespace, queue_id).retry_failed_jobs()
+def failed_retry(ids, task, redis_url, namespace, queue_id):
+    """Move failed jobs back to the queue (behind their resource's holder):
+    every one, or those given by --id and/or --task."""
+    filters = _filters(ids, task)
+    retried = existing_queue(redis_url, namespace, queue_id).retry_failed_jobs(**filters)
     click.echo(f"{count(retried, 'job')} retried")
+    _not_all(retried, filters)
 
 
 @failed.command("delete")
+@_filter_options
 @click.option("-y", "--yes", is_flag=True,
-              help="Delete without asking (needed when no terminal is attached).")
+              help="Delete without asking (needed when no terminal is attached). --id deletes "
+                   "the jobs named without asking.")
 @common_options
-def failed_delete(yes, redis_url, namespace, queue_id):
-    """Delete every failed job, after a yes at the terminal (or --yes)."""
+def failed_delete(ids, task, yes, redis_url, namespace, queue_id):
+    """Delete failed jobs: those given by --id (and --task), or every one
+    (of --task's task), after a yes at the terminal (or --yes)."""
+    filters = _filters(ids, task)
+    which = "every failed job" + (f" of task {task!r}" if task else "")
+    yes = yes or bool(ids)  # jobs named one by one: nothing to confirm
     if not yes and not sys.stdin.isatty():
-        click.echo("greenq: failed delete deletes every failed job and no terminal is attached "
+        click.echo(f"greenq: failed delete deletes {which} and no terminal is attached "
                    "to ask: give --yes", err=True)
         sys.exit(EXIT_USAGE)
     queue = existing_queue(redis_url, namespace, queue_id)
@@ -345,11 +419,14 @@ def failed_delete(yes, redis_url, namespace, queue_id):
         if failed_now == 0:
             click.echo("no failed jobs")
             return
-        if not click.confirm(f"Delete the {count(failed_now, 'failed job')} of queue "
-                             f"{queue_id!r} in namespace {namespace!r}?", err=True):
+        question = (f"Delete the {count(failed_now, 'failed job')} of queue " if not task else
+                    f"Delete the failed jobs of task {task!r} (of {failed_now} failed) in queue ")
+        if not click.confirm(f"{question}{queue_id!r} in namespace {namespace!r}?", err=True):
             click.echo("greenq: nothing deleted", err=True)
             sys.exit(EXIT_RUNTIME)
-    click.echo(f"{count(queue.delete_failed_jobs(), 'job')} deleted")
+    deleted = queue.delete_failed_jobs(**filters)
+    click.echo(f"{count(deleted, 'job')} deleted")
+    _not_all(deleted, filters)
 
 
 @main.command("flush-stale")
@@ -426,6 +503,13 @@ def demo(jobs, resources, children, workers, install_redis, redis_url, namespace
     sys.exit(run_demo(jobs=jobs, resources=resources, children=children, workers=workers,
                       install_redis=install_redis, redis_url=redis_url, queue_id=queue_id,
                       namespace=namespace))
+
+
+# `greenq job`, `cancel` and `wait`, in a module of their own.
+from .cli_job import COMMANDS as _JOB_COMMANDS  # noqa: E402
+
+for _command in _JOB_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -303,10 +303,12 @@ class Committer:
                 job.error = error
                 if code == Outcome.RETRIED:
                     job.retries -= 1
+                    job.state = "pending"
                     if retries_logged:
                         joblog.retrying(job)
                     self.emit("job_retry", job)
                 else:
+                    job.state = "failed"
                     if failures_logged:
                         joblog.failed(job)
                     self.emit("job_fail", job)
@@ -320,7 +322,7 @@ class Committer:
                 self._resending.discard(job.id)
                 if logged:
                     joblog.given_back(job)
-            elif code == Outcome.CANCELLED:  # a cancel reached it: it ended, not given back
+            elif code == Outcome.CANCELLED:
                 self._cancelled(job)
             else:
                 self._lost(job, code, "was given back")
@@ -357,6 +359,7 @@ class Committer:
                 job.state = "cancelled"
                 self.emit("job_cancel", job)
                 continue
+            job.state = "pending" if row[1] == b"retry" else "failed"
             if logged:
                 joblog.found_dead(job, retried=row[1] == b"retry")
             self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)

@@ -12,16 +12,17 @@ from typing import Any, Callable, Iterable
 
 import redis
 
-from . import config
+from . import config, failed
 from .broker import Broker
 from .errors import JobDecodeError, NotPatchedError, ParamsError, StateError
 from .events import EventBus
 from .health import Health
-from .job import Job, job_from_record, number, text
+from .job import Job, job_from_record, text
 from .keys import Keys
 from .registry import Registry
 from .serializers import get_serializer
 from .server_check import eviction_warning, lua_flaw_warning
+from .waiting import Listener, check_timeout
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class GreenQueue:
         self.broker = Broker(self.connection, self.keys, self.result_ttl)
         self.registry = Registry()
         self.events = EventBus()
+        # wait()'s shared pub/sub listener: no connection or thread until the first wait().
+        self._listener = Listener(self.broker, max_params_bytes)
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
         self._runner: Any = None  # a Worker, or a Master with child processes
         # Set by greenq.child: a job overrunning its time limit on a blocked
@@ -206,6 +209,23 @@ class GreenQueue:
         job_id = _check_id(job_id, "job_id")
         return self.broker.cancel(job_id) == 1
 
+    # -- waiting -------------------------------------------------------------
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job has ended (succeeded, failed with no retry
+        left, or cancelled) and return it, with its `state`, `result` and
+        `error`. A job that had already ended returns at once.
+
+        Raises WaitTimeout (a GreenQError and TimeoutError) when `timeout`
+        seconds pass first, JobNotFoundError (a GreenQError and LookupError)
+        when the id is unknown, its record expired or was deleted, and
+        StateError once the queue was shut down. Works in any process,
+        threads included, without gevent. Polls nothing: every waiter of
+        this queue in this process shares one pub/sub connection, on which
+        the script that ends a waited-on job publishes its id."""
+        job_id = _check_id(job_id, "job_id")
+        return self._listener.wait(job_id, check_timeout(timeout))
+
     # -- running -------------------------------------------------------------
 
     def start(self) -> None:
@@ -296,6 +316,7 @@ class GreenQueue:
                 self._runner.stop(timeout)
             self.events.stop()
         finally:
+            self._listener.close()
             self.broker.close()
             self._state = "stopped"
 
@@ -315,11 +336,24 @@ class GreenQueue:
             if done < _FLUSH_BATCH:
                 return total
 
-    def retry_failed_jobs(self) -> int:
-        return self._drain(self.broker.retry_failed)
+    def retry_failed_jobs(self, job_ids: Iterable[str] | None = None,
+                          task_id: str | None = None) -> int:
+        """Put failed jobs back on the queue, behind their resource's holder:
+        every one, or those of `job_ids` and/or of task `task_id` (both:
+        the jobs that match both). Returns how many."""
+        ids, task = failed.check_filters(job_ids, task_id)
+        if ids is None and task is None:
+            return self._drain(self.broker.retry_failed)
+        return failed.select(self.broker, "retry", ids, task)
 
-    def delete_failed_jobs(self) -> int:
-        return self._drain(self.broker.delete_failed)
+    def delete_failed_jobs(self, job_ids: Iterable[str] | None = None,
+                           task_id: str | None = None) -> int:
+        """Delete failed jobs, records included: every one, or those of
+        `job_ids` and/or of task `task_id`. Returns how many."""
+        ids, task = failed.check_filters(job_ids, task_id)
+        if ids is None and task is None:
+            return self._drain(self.broker.delete_failed)
+        return failed.select(self.broker, "delete", ids, task)
 
     def force_flush_stale_jobs(self) -> int:
         from .committer import Committer
@@ -342,24 +376,14 @@ class GreenQueue:
             total += reporter.after_flush(rows)
         return total
 
-    def failed_jobs(self, limit: int = 100) -> list[Job]:
-        from .serializers import decode_params
-
-        jobs = []
-        for job_id, record in self.broker.failed_records(limit):
-            if not record:
-                continue
-            try:
-                params = decode_params(record.get(b"enc"), record.get(b"params"),
-                                       self.max_params_bytes)
-            except Exception:
-                params = record.get(b"raw", record.get(b"params"))
-            jobs.append(Job(id=text(job_id) or "", task_id=text(record.get(b"task")) or "",
-                            resource_id=text(record.get(b"res")), params=params,
-                            retries=number(record.get(b"retries")),
-                            attempts=number(record.get(b"attempts")),
-                            error=text(record.get(b"error"))))
-        return jobs
+    def failed_jobs(self, limit: int = 100, task_id: str | None = None) -> list[Job]:
+        """The failed queue, oldest first: at most `limit` jobs, only those
+        of task `task_id` when it is given."""
+        _, task_id = failed.check_filters(None, task_id)
+        records = self.broker.failed_records(limit) if task_id is None else \
+            failed.records_of_task(self.broker, task_id, limit)
+        return [job_from_record(text(job_id) or "", record, self.max_params_bytes)
+                for job_id, record in records if record]
 
     def stats(self) -> dict[str, int]:
         """Job counts, and `workers`: worker processes heard from within

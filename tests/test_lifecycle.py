@@ -309,3 +309,16 @@ def test_current_job_gives_each_run_a_larger_fencing_token(make_queue):
     assert tokens == sorted(tokens) and len(set(tokens)) == 5
     assert [q.get_job(job_id).result for job_id in ids] == tokens
     assert greenq.current_job() is None
+
+
+def test_a_waiter_gets_a_result_too_big_to_ride_in_the_message_and_one_that_rides(make_queue):
+    """Records up to 8 KB come with the published id (no read); a bigger
+    one is read by the listener (include/ended.lua)."""
+    q = make_queue("life")
+    big = q.submit_job("life.return", params={"big": 20_000})
+    small = q.submit_job("life.return", params={"value": "s"})
+    waiters = [gevent.spawn(q.wait, job_id, 30) for job_id in (big, small)]
+    wait_until(lambda: all(q.broker.shared.hget(q.keys.job(j), "watch") for j in (big, small)))
+    q.start()
+    gevent.joinall(waiters, timeout=30, raise_error=True)
+    assert waiters[0].value.result == "x" * 20_000 and waiters[1].value.result == "s"

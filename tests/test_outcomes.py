@@ -15,7 +15,7 @@ from greenq.outcomes import Outcome
 def test_every_code_a_finishing_script_documents_is_a_named_outcome(name):
     header = scripts.load(name).source.split("]]", 1)[0]
     output = header.split("Output:", 1)[1]
-    codes = {int(code) for code in re.findall(r"(-?\d+) (?:done|retried|failed|given|no|lease)",
-                                             output)}
+    words = "done|succeeded|retried|failed|given|cancelled|no|lease"
+    codes = {int(code) for code in re.findall(rf"(-?\d+) (?:{words})", output)}
     assert codes and codes <= {outcome.value for outcome in Outcome}, output
-    assert {Outcome.LEASE_LOST, Outcome.NO_RECORD, Outcome.DONE} <= codes
+    assert {Outcome.LEASE_LOST, Outcome.NO_RECORD, Outcome.DONE, Outcome.CANCELLED} <= codes

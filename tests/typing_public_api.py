@@ -21,11 +21,24 @@ def use_the_api(queue: GreenQueue) -> None:
     counts: dict[str, int] = queue.stats()
     failed: list[Job] = queue.failed_jobs(limit=10)
     moved: int = queue.retry_failed_jobs() + queue.delete_failed_jobs()
+    moved += queue.retry_failed_jobs(job_ids=["a", "b"], task_id="typed.add")
+    moved += queue.delete_failed_jobs(job_ids=("a",)) + queue.delete_failed_jobs(task_id="t")
+    failed += queue.failed_jobs(limit=5, task_id="typed.add")
     flushed: int = queue.force_flush_stale_jobs()
     first: Job = failed[0]
     text: str | None = first.error
     _ = (job_id, ids, counts, moved, flushed, first.id, first.task_id, first.retries,
          first.attempts, text)
+    same: str = queue.submit_job("typed.add", resource_id="r-1", job_id="order-7",
+                                 coalesce=True)
+    found: Job | None = queue.get_job(same)
+    if found is not None:
+        state: str | None = found.state
+        token: int = found.fencing_token
+        _ = (state, token, found.result)
+    cancelled: bool = queue.cancel(same)
+    running: Job | None = greenq.current_job()
+    _ = (cancelled, running)
     queue.shutdown(timeout=1.0)
 
 
@@ -33,6 +46,6 @@ def build() -> GreenQueue:
     try:
         return GreenQueue(redis_url="redis://127.0.0.1:6379/0", namespace="n", queue_id="q",
                           child_process_count=0, worker_count=10, flush_stale_timeout=5.0,
-                          serializer="json")
+                          serializer="json", result_ttl=60.0)
     except greenq.GreenQError:
         raise

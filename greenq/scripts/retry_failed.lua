@@ -19,6 +19,7 @@ local failed_key, pending_key, locks_key, counts_key, held_key =
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 -- @include release
 -- @include enqueue
+-- @include requeue
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
@@ -26,11 +27,6 @@ local moved = 0
 for _ = 1, limit do
   local id = rcall("LPOP", failed_key)
   if not id then break end
-  local job_key = prefix .. "job:" .. id
-  if rcall("TYPE", job_key).ok == "hash" then
-    rcall("HDEL", job_key, "owner", "started")
-    enqueue(queue, id, job_key, rcall("HGET", job_key, "res"))
-    moved = moved + 1
-  end
+  if requeue(queue, id) then moved = moved + 1 end
 end
 return moved

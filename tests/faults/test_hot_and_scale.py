@@ -135,7 +135,16 @@ def assert_nothing_left_but_fixed_keys(raw, queue, namespace: str) -> None:
     # sent:<nonce> marks a submit call for a re-send of it (submit.lua); it expires.
     marks = {key for key in left if key.startswith(queue.keys.prefix.encode() + b"sent:")}
     assert all(0 < raw.pttl(key) <= queue.broker.resend_window_ms for key in marks)
-    per_id = sorted(key for key in left if key not in fixed_keys(queue) and key not in marks)
+    # job:<id> of a succeeded job stays for result_ttl, then expires.
+    records = [key for key in left if key.startswith(queue.keys.prefix.encode() + b"job:")]
+    pipe = raw.pipeline(transaction=False)
+    for key in records:
+        pipe.hget(key, "state").pttl(key)
+    replies = pipe.execute()
+    kept = {key for key, state, ttl in zip(records, replies[0::2], replies[1::2])
+            if state == b"succeeded" and 0 < ttl <= queue.result_ttl * 1000}
+    per_id = sorted(key for key in left
+                    if key not in fixed_keys(queue) and key not in marks and key not in kept)
     assert per_id == [], f"{len(per_id)} per-job/per-resource keys left, e.g. {per_id[:5]}"
     k = queue.keys
     assert raw.llen(k.pending) == 0 and raw.llen(k.failed) == 0 and raw.hlen(k.locks) == 0

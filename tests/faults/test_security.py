@@ -21,6 +21,7 @@ import uuid
 import pytest
 import redis
 
+from queue_state import unfinished_records
 from conftest import TASKS, wait_until
 from greenq import GreenQueue
 from redis_server import RedisServer, free_port
@@ -164,8 +165,9 @@ def test_a_queue_over_tls_runs_jobs_counts_them_and_handles_the_failed_queue(
     exercise_queue(queue)
 
     prefix = f"{namespace}:{{default}}:".encode()
-    keys = tls_server.client().keys(prefix + b"*")
-    assert not [k for k in keys if b":job:" in k]  # every job record is gone
+    client = tls_server.client()
+    # every job record is gone, or kept for result_ttl as the job's end
+    assert unfinished_records(client, prefix.decode()) == []
 
 
 @pytest.mark.timeout(180)
@@ -278,6 +280,9 @@ class AclServer:
             elif word.startswith("~"):
                 assert word == "~greenq:{default}:*", word
                 word = f"~{namespace}:{{{queue_id}}}:*"
+            elif word.startswith("&"):
+                assert word == "&greenq:{default}:ended", word
+                word = f"&{namespace}:{{{queue_id}}}:ended"
             words.append(word)
         self.admin.execute_command("ACL", "SETUSER", name, *words, *extra)
         return name
@@ -334,6 +339,33 @@ def test_an_acl_user_limited_to_the_queue_keys_runs_the_whole_api(acl, queues, n
     # greenq wrote no key outside the queue's prefix (the ACL would have refused it).
     assert all(k.startswith(f"{namespace}:{{default}}:".encode())
                for k in acl.admin.keys(f"{namespace}*"))
+
+
+@pytest.mark.timeout(120)
+def test_an_acl_user_with_the_documented_rights_waits_on_jobs(acl, queues, namespace,
+                                                             monkeypatch):
+    """wait(): watch.lua, the pub/sub listener (SUBSCRIBE to the queue's
+    `ended` channel, its PING and sweep, shortened here so they run) and
+    the PUBLISH of the ending script, all as the documented user."""
+    import gevent
+
+    from greenq import JobNotFoundError, waiting
+
+    monkeypatch.setattr(waiting, "SWEEP_INTERVAL", 0.2)
+    password = uuid.uuid4().hex
+    user = acl.add_user(namespace, password)
+    queue = queues(OUTCOME, redis_url=acl.url(user, password), namespace=namespace, worker_count=4)
+    ids = [queue.submit_job("proc.outcome", params={"fail": n % 2}) for n in range(4)]
+    waiters = [gevent.spawn(queue.wait, job_id, 30) for job_id in ids]
+    wait_until(lambda: all(acl.admin.hget(queue.keys.job(job_id), "watch") for job_id in ids))
+    gevent.sleep(0.5)  # a sweep or two, and their PINGs
+    queue.start()
+    gevent.joinall(waiters, timeout=15)
+    assert [w.value.state if w.value else w.exception for w in waiters] == \
+        ["succeeded", "failed"] * 2
+    with pytest.raises(JobNotFoundError):
+        queue.wait("no-such-job", timeout=5)
+    assert set(acl.denials(user)) <= OPTIONAL_COMMANDS
 
 
 @pytest.mark.timeout(180)

@@ -5,12 +5,14 @@
 -- cancelled one expires after queue.keep ms (result_ttl), or goes at once
 -- when that is 0, unless someone waits on it (`watched`, the record's
 -- "watch" mark, set by watch.lua): then it stays at least queue.grace ms,
--- so its waiters can read how it ended. A watched job's id is published on
--- the channel <prefix>ended, which wakes its waiters (greenq/waiting.py).
+-- so its waiters can read how it ended. A watched job's id and record are
+-- published on the channel <prefix>ended, which wakes its waiters
+-- (greenq/waiting.py).
 --
 --   queue  the including script's { prefix, keep = ms, grace = ms, now = ms }
 -- Uses nothing else of the including script.
 local rcall = redis.call
+local INLINE_RECORD_MAX = 8192
 local function expire_ended(queue, job_key, keep, watched)
   if watched then keep = math.max(keep, queue.grace) end
   if keep > 0 then
@@ -26,6 +28,13 @@ local function end_job(queue, id, job_key, state, watched, fields)
     return
   end
   rcall("HSET", job_key, "state", state, "ended", queue.now, unpack(fields))
-  if watched then rcall("PUBLISH", queue.prefix .. "ended", id) end
+  if watched then
+    -- The record rides along (msgpack [id, HGETALL], first byte 0x92, which
+    -- no UTF-8 id starts with), so waiters need no read; past 8 KB only
+    -- the id goes, and the listener reads the record.
+    local message = cmsgpack.pack({ id, rcall("HGETALL", job_key) })
+    if #message > INLINE_RECORD_MAX then message = id end
+    rcall("PUBLISH", queue.prefix .. "ended", message)
+  end
   if state ~= "failed" then expire_ended(queue, job_key, queue.keep, watched) end
 end
