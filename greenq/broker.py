@@ -461,13 +461,9 @@ class Broker:
                                   k.beats, k.clock) > 0
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
+        """(id, record) of the `limit` oldest failed jobs."""
         ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
-        if not ids:
-            return []
-        pipe = self.shared.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id.decode()))
-        return list(zip(ids, pipe.execute()))
+        return self.records(ids)
 
     def failed_tasks(self, start: int, count: int) -> list[tuple[bytes, bytes | None]]:
         """(id, task id) of `count` failed jobs from index `start`: what a
@@ -484,10 +480,7 @@ class Broker:
         """(id, HGETALL) of each of `ids`, in one round trip."""
         if not ids:
             return []
-        pipe = self.shared.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id.decode()))
-        return list(zip(ids, pipe.execute()))
+        return list(zip(ids, self.job_records([job_id.decode() for job_id in ids])))
 
     def inspect(self, limit: int) -> dict:
         """Live worker processes, running jobs by process and locked resources
