@@ -220,7 +220,8 @@ class GreenqRun:
 
 
 # A worker program embedding a GreenQueue (monkey-patched first, as embedding
-# programs are) that writes each event it sees, one JSON object a line.
+# programs are) that writes each event it sees, one JSON object a line;
+# SIGTERM: shutdown(timeout=<stop timeout>).
 EVENT_WORKER = r'''
 import gevent.monkey
 gevent.monkey.patch_all()
@@ -228,8 +229,9 @@ import json, signal, sys
 import gevent, gevent.event
 from greenq import GreenQueue
 
-url, ns, task, workers, out = sys.argv[1:6]
-q = GreenQueue(redis_url=url, namespace=ns, worker_count=int(workers), flush_stale_timeout=0.2)
+url, ns, task, workers, out, stop_timeout, flush_stale_timeout = sys.argv[1:8]
+q = GreenQueue(redis_url=url, namespace=ns, worker_count=int(workers),
+               flush_stale_timeout=float(flush_stale_timeout))
 q.register_task(task)
 log = open(out, "a", buffering=1)
 
@@ -242,14 +244,14 @@ def handler(name):
         log.write(json.dumps(rec) + "\n")
     return handle
 
-for name in ("job_success", "job_fail", "job_retry", "error"):
+for name in ("job_success", "job_fail", "job_retry", "job_cancel", "error"):
     q.on(name, handler(name))
 q.start()
 log.write(json.dumps({"event": "started", "process_id": q.process_id}) + "\n")
 stop = gevent.event.Event()
 gevent.signal_handler(signal.SIGTERM, stop.set)
 stop.wait()
-q.shutdown(timeout=5)
+q.shutdown(timeout=float(stop_timeout))
 log.write(json.dumps({"event": "stopped"}) + "\n")
 '''
 
@@ -257,14 +259,17 @@ log.write(json.dumps({"event": "stopped"}) + "\n")
 class EventWorker:
     """A worker process (EVENT_WORKER) whose events land in a JSONL file."""
 
-    def __init__(self, tmp_path, url: str, namespace: str, workers: int = 4) -> None:
+    def __init__(self, tmp_path, url: str, namespace: str, workers: int = 4,
+                 task_file: str = TASK_FILE, stop_timeout: float = 5.0,
+                 flush_stale_timeout: float = 0.2) -> None:
         self.events_path = tmp_path / f"events-{time.monotonic_ns()}.jsonl"
         self.events_path.touch()
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", EVENT_WORKER, url, namespace, TASK_FILE, str(workers),
-             str(self.events_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-c", EVENT_WORKER, url, namespace, task_file, str(workers),
+             str(self.events_path), str(stop_timeout), str(flush_stale_timeout)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = self.process.pid
 
     def events(self, name: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import wait_until
 from queue_state import assert_queue_empty, unfinished_records
-from sidelog import ROOT, TESTS, GreenqRun
+from sidelog import ROOT, TESTS, EventWorker, GreenqRun
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -117,65 +117,16 @@ def drained(r, prefix) -> bool:
     return not unfinished_records(r, prefix) and int(r.hget(prefix + "counts", "skipped") or 0) == 0
 
 
-# A worker program embedding a GreenQueue that writes each event it sees, one
-# JSON object a line; SIGTERM: shutdown(timeout=<stop timeout>).
-WORKER = r'''
-import gevent.monkey
-gevent.monkey.patch_all()
-import json, signal, sys
-import gevent, gevent.event
-from greenq import GreenQueue
-
-url, ns, task_file, workers, out, stop_timeout = sys.argv[1:7]
-q = GreenQueue(redis_url=url, namespace=ns, worker_count=int(workers))
-q.register_task(task_file)
-log = open(out, "a", buffering=1)
-
-def handler(name):
-    def handle(payload):
-        if name == "error":
-            rec = {"event": name, "type": type(payload).__name__, "text": str(payload)}
-        else:
-            rec = {"event": name, "id": payload.id, "attempts": payload.attempts}
-        log.write(json.dumps(rec) + "\n")
-    return handle
-
-for name in ("job_success", "job_fail", "job_retry", "job_cancel", "error"):
-    q.on(name, handler(name))
-q.start()
-log.write(json.dumps({"event": "started", "process_id": q.process_id}) + "\n")
-stop = gevent.event.Event()
-gevent.signal_handler(signal.SIGTERM, stop.set)
-stop.wait()
-q.shutdown(timeout=float(stop_timeout))
-log.write(json.dumps({"event": "stopped"}) + "\n")
-'''
-
-
-class Worker:
-    """One WORKER process; its events in a JSONL file."""
+class Worker(EventWorker):
+    """A worker process of cancel_log jobs (sidelog.EVENT_WORKER), started
+    and registered; its events in a JSONL file."""
 
     def __init__(self, tmp_path, url: str, namespace: str, workers: int = 4,
                  stop_timeout: float = 5.0) -> None:
-        self.events_path = tmp_path / f"events-{time.monotonic_ns()}.jsonl"
-        self.events_path.touch()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, namespace, TASK_FILE, str(workers),
-             str(self.events_path), str(stop_timeout)], env=env_with_greenq())
-        self.pid = self.process.pid
+        super().__init__(tmp_path, url, namespace, workers, task_file=TASK_FILE,
+                         stop_timeout=stop_timeout, flush_stale_timeout=30.0)
         wait_until(lambda: self.events("started"), timeout=30)
         self.process_id = self.events("started")[0]["process_id"]
-
-    def events(self, name: str | None = None) -> list[dict]:
-        lines = self.events_path.read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-        return [rec for rec in records if name is None or rec["event"] == name]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a test that failed mid-SIGSTOP
-            self.process.kill()
-        self.process.wait(10)
 
 
 # -- cancel against finish -------------------------------------------------------------
