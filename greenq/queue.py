@@ -31,8 +31,10 @@ _FLUSH_BATCH = 1000
 
 def new_job_id() -> str:
     """96 random bits, 16 URL-safe characters: chosen here, so a re-sent submit
-    is recognised by Redis as the same job."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+    is recognised by Redis as the same job. Never with a leading "-", which
+    a command line would take for an option (`greenq cancel <id>`)."""
+    job_id = base64.urlsafe_b64encode(os.urandom(12)).decode()
+    return "_" + job_id[1:] if job_id.startswith("-") else job_id
 
 
 def _check_id(value: Any, what: str, *, int_ok: bool = False) -> str:

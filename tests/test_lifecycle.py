@@ -322,3 +322,11 @@ def test_a_waiter_gets_a_result_too_big_to_ride_in_the_message_and_one_that_ride
     q.start()
     gevent.joinall(waiters, timeout=30, raise_error=True)
     assert waiters[0].value.result == "x" * 20_000 and waiters[1].value.result == "s"
+
+
+def test_generated_job_ids_never_start_with_a_dash_so_the_cli_takes_them():
+    from greenq.queue import new_job_id
+
+    ids = [new_job_id() for _ in range(20_000)]   # a leading "-" came once in 64
+    assert len(set(ids)) == len(ids) and not any(job_id.startswith("-") for job_id in ids)
+    assert all(len(job_id) == 16 for job_id in ids)
