@@ -53,16 +53,13 @@ elseif state == "scheduled" then
 elseif state == "waiting" or state == "pending" then
   -- Its id stays where it is; the record stays until a fetch or a release
   -- skips that id, and then lives `keep` ms more (include/bury.lua).
-  local keep = tonumber(ARGV[3])
-  if watched then keep = math.max(keep, tonumber(ARGV[4])) end
-  rcall("HSET", job_key, "state", "cancelled", "ended", queue.now, "keep", keep)
+  end_in_place(queue, id, job_key, watched)
   if state == "waiting" then
     rcall("HINCRBY", counts_key, "waiting", -1)
   else
     rcall("HINCRBY", counts_key, "skipped", 1)
     release(queue, resource, id)
   end
-  if watched then rcall("PUBLISH", prefix .. "ended", id) end
   return 1
 end
 return 0

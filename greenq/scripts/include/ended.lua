@@ -9,17 +9,30 @@
 -- published on the channel <prefix>ended, which wakes its waiters
 -- (greenq/waiting.py).
 --
+-- end_in_place(queue, id, job_key, watched): job `id` was cancelled while its
+-- id sits in a list (pending, handoff, a wait list; see cancel.lua): the
+-- same end, except that its record gets no expiry yet, only the ms it is to
+-- live ("keep") once a fetch or release skips the id (include/bury.lua).
+--
 --   queue  the including script's { prefix, keep = ms, grace = ms, now = ms }
 -- Uses nothing else of the including script.
 local rcall = redis.call
 local INLINE_RECORD_MAX = 8192
-local function expire_ended(queue, job_key, keep, watched)
-  if watched then keep = math.max(keep, queue.grace) end
-  if keep > 0 then
-    rcall("PEXPIRE", job_key, keep)
-  else
-    rcall("DEL", job_key)
-  end
+
+-- How long an ended record stays: result_ttl, and at least the grace when
+-- someone waits on it.
+local function kept_ms(queue, watched)
+  if watched then return math.max(queue.keep, queue.grace) end
+  return queue.keep
+end
+
+-- The record rides along (msgpack [id, HGETALL], first byte 0x92, which no
+-- UTF-8 id starts with), so waiters need no read; past 8 KB only the id
+-- goes, and the listener reads the record.
+local function publish_ended(queue, id, job_key)
+  local message = cmsgpack.pack({ id, rcall("HGETALL", job_key) })
+  if #message > INLINE_RECORD_MAX then message = id end
+  rcall("PUBLISH", queue.prefix .. "ended", message)
 end
 
 local function end_job(queue, id, job_key, state, watched, fields)
@@ -28,13 +41,14 @@ local function end_job(queue, id, job_key, state, watched, fields)
     return
   end
   rcall("HSET", job_key, "state", state, "ended", queue.now, unpack(fields))
-  if watched then
-    -- The record rides along (msgpack [id, HGETALL], first byte 0x92, which
-    -- no UTF-8 id starts with), so waiters need no read; past 8 KB only
-    -- the id goes, and the listener reads the record.
-    local message = cmsgpack.pack({ id, rcall("HGETALL", job_key) })
-    if #message > INLINE_RECORD_MAX then message = id end
-    rcall("PUBLISH", queue.prefix .. "ended", message)
+  if watched then publish_ended(queue, id, job_key) end
+  if state ~= "failed" then
+    local keep = kept_ms(queue, watched)
+    if keep > 0 then rcall("PEXPIRE", job_key, keep) else rcall("DEL", job_key) end
   end
-  if state ~= "failed" then expire_ended(queue, job_key, queue.keep, watched) end
+end
+
+local function end_in_place(queue, id, job_key, watched)
+  rcall("HSET", job_key, "state", "cancelled", "ended", queue.now, "keep", kept_ms(queue, watched))
+  if watched then publish_ended(queue, id, job_key) end
 end
