@@ -251,30 +251,38 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert self.broker.add(sent) == (expected_added, expected_ids)
 
-    @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3), wait=st.booleans())
-    def fetch(self, proc, count, wait):
+    @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3), wait=st.booleans(),
+          knows=st.booleans())
+    def fetch(self, proc, count, wait, knows):
+        """`knows`: the fetching process registered the tasks; one that did
+        not passes over the jobs its call promoted (fetch.lua)."""
         m = self.model
         promote = sorted(job_id for job_id, due in m.delayed.items() if due)
+        timeouts = [x for task in TASKS for x in (task, TIMEOUT_MS)] if knows else []
         if wait:  # an idle worker's wait (10 ms at most) with the fetch behind it
             rows, problems = self.broker.wait_and_fetch(
-                self.broker.shared, 0.01, proc, count, TIMEOUT_MS, [])
+                self.broker.shared, 0.01, proc, count, TIMEOUT_MS, timeouts)
             if m.pending:
                 m.handoff.appendleft(m.pending.pop())
         else:
-            rows, problems = self.broker.fetch(self.broker.shared, proc, count, TIMEOUT_MS, [])
+            rows, problems = self.broker.fetch(self.broker.shared, proc, count, TIMEOUT_MS,
+                                               timeouts)
         assert problems == []
         for job_id in promote:  # due delayed jobs join pending before the fetch leases
             del m.delayed[job_id]
             m.jobs[job_id].state = "pending"
             m.pending.appendleft(job_id)
         got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
-        expected = []
+        expected, passed_over = [], []
         while len(expected) < count and (m.handoff or m.pending):
             job_id = (m.handoff or m.pending).pop()
             if m.jobs[job_id].state == "cancelled":
                 m.bury(job_id)   # skipped: a cancelled job never starts
+            elif job_id in promote and not knows:
+                passed_over.append(job_id)
             else:
                 expected.append(job_id)
+        m.pending.extend(reversed(passed_over))   # back at the head, in their order
         assert [job_id for job_id, _ in got] == expected
         for job_id, token in got:
             m.lease(proc, job_id, token)
@@ -575,12 +583,12 @@ def test_a_fixed_walk_cancels_a_job_in_every_state_as_the_model_says(redis_serve
         step("cancel", state="waiting", pick=1)         # j3: stays in wait:r1, marked
         step("cancel", state="pending", pick=0)         # j1, the holder: r1 passes to j2
         assert (state("j1"), state("j2"), state("j3")) == ("cancelled", "pending", "cancelled")
-        step("fetch", proc="p1", count=3, wait=False)   # skips j1; leases j4, j5, k1
+        step("fetch", proc="p1", count=3, wait=False, knows=True)   # skips j1; leases j4, j5, k1
         step("cancel", state="active", pick=0)          # j4 marked
         step("complete", proc="p1", pick=0, stale_token=False)   # j4 ends cancelled
         step("give_back_unknown", proc="p1", pick=1, grace_over=False)   # k1 scheduled
         step("cancel", state="scheduled", pick=0)       # k1 ends cancelled at once
-        step("fetch", proc="p2", count=3, wait=True)    # j2
+        step("fetch", proc="p2", count=3, wait=True, knows=True)    # j2
         step("cancel", state="active", pick=0)          # j2 marked
         step("give_back", proc="p2", pick=0)            # j2 ends cancelled; j3 skipped
         assert "r1" not in walk.model.locks
@@ -590,16 +598,16 @@ def test_a_fixed_walk_cancels_a_job_in_every_state_as_the_model_says(redis_serve
             ("r2", "t", 1, None, False), ("r2", "t", 2, None, True),
             ("r2", "u", 0, None, True), ("r2", "u", 1, None, True)])
         assert (walk.model.jobs["j7"].params, walk.model.jobs["j9"].retries) == (b"p8", 1)
-        step("fetch", proc="p1", count=1, wait=False)   # j7
+        step("fetch", proc="p1", count=1, wait=False, knows=True)   # j7
         step("fail", proc="p1", pick=0, final=False)    # retried, keeps r2
-        step("fetch", proc="p2", count=1, wait=False)   # j7 again
+        step("fetch", proc="p2", count=1, wait=False, knows=True)   # j7 again
         step("cancel", state="active", pick=0)
         step("process_goes_silent_then_flush", proc="p2")   # j7 ends cancelled; r2 to j9
-        step("fetch", proc="p1", count=1, wait=False)   # j9
+        step("fetch", proc="p1", count=1, wait=False, knows=True)   # j9
         step("cancel", state="active", pick=0)
         step("process_dies_and_its_master_reclaims_its_jobs", proc="p1")   # j9 cancelled
         step("submit", resend=False, rows=[(None, "t", 0, "k2", False), (None, "t", 0, None, False)])
-        step("fetch", proc="p1", count=2, wait=False)   # k2, j12
+        step("fetch", proc="p1", count=2, wait=False, knows=True)   # k2, j12
         step("fail", proc="p1", pick=0, final=True)     # j12 fails for good
         step("cancel", state="failed", pick=0)          # says 0
         step("cancel", state="active", pick=0)          # k2 marked

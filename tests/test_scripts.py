@@ -963,8 +963,37 @@ def test_an_idle_waiting_fetch_leases_a_delayed_job_that_came_due_when_its_wait_
     _, token = q.lease(P1)
     q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
     come_due(q, job_id)
-    rows, problems = q.b.wait_and_fetch(q.client, 0.05, P2, 1, DEFAULT_MS, [])
+    rows, problems = q.b.wait_and_fetch(q.client, 0.05, P2, 1, DEFAULT_MS, ["new", 1000])
     assert problems == [] and rows[0].decode() == job_id
+
+
+def test_a_fetch_that_does_not_know_a_promoted_jobs_task_passes_it_over_once(q):
+    job_id = q.submit("new")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
+    come_due(q, job_id)
+    # P1 (without the task) promotes it but leaves it first in line for
+    # another process: one blocked in BLMOVE gets it before P1's next call.
+    assert q.fetch(P1, 5) == ([], [])
+    assert delayed(q) == {} and q.pending() == [job_id] and q.rec(job_id)["state"] == "pending"
+    # Found in pending, not just promoted: leased even here (give_back_unknown
+    # then backs it off again), so no process fetches in a loop.
+    again, _ = q.lease(P1)
+    assert again == job_id
+
+
+def test_a_job_passed_over_goes_first_in_line_and_the_fetch_takes_the_rest(q):
+    job_id = q.submit("new")
+    _, token = q.lease(P1)
+    q.b.give_back_unknown(P1, [job_id, token, WHY], GRACE_MS)
+    come_due(q, job_id)
+    known = q.submit("t")
+    jobs, problems = q.fetch(P1, 5, timeouts=["t", 1000])
+    assert problems == [] and [job[0].decode() for job in jobs] == [known]
+    later = q.submit("t")
+    assert q.pending() == [job_id, later]
+    jobs, _ = q.fetch(P2, 5, timeouts=["new", 1000, "t", 1000])
+    assert [job[0].decode() for job in jobs] == [job_id, later]
 
 
 def test_fetch_promotes_at_most_its_batch_of_due_delayed_jobs_per_call(q):
@@ -976,7 +1005,7 @@ def test_fetch_promotes_at_most_its_batch_of_due_delayed_jobs_per_call(q):
     assert q.b.give_back_unknown(P1, groups, GRACE_MS) == [3] * len(ids)
     for job_id in ids:
         come_due(q, job_id)
-    q.fetch(P2, 1)
+    q.fetch(P2, 1, timeouts=["new", 1000])
     assert len(delayed(q)) == 5 and len(q.pending()) == config.PROMOTE_BATCH - 1
 
 
@@ -989,6 +1018,7 @@ def test_the_back_off_grows_with_the_time_waited_and_the_job_fails_once_the_grac
     # 2.5 s later (moved back in the record): the back-off is the 0.5 s left of the grace
     q.r.hset(q.k.job(job_id), "unknown_since", since - 2500)
     come_due(q, job_id)
+    assert q.fetch(P2) == ([], [])   # promoted, passed over once: P2 does not know it either
     _, token = q.lease(P2)
     now = q.now_ms()
     assert q.b.give_back_unknown(P2, [job_id, token, WHY], 3000) == [3]
@@ -997,6 +1027,7 @@ def test_the_back_off_grows_with_the_time_waited_and_the_job_fails_once_the_grac
     # past the grace: failed for good, uncounted, its retries kept, its resource passed on
     q.r.hset(q.k.job(job_id), "unknown_since", since - 3000)
     come_due(q, job_id)
+    assert q.fetch(P1) == ([], [])
     _, token = q.lease(P1)
     assert q.b.give_back_unknown(P1, [job_id, token, WHY], 3000) == [1]
     rec = q.rec(job_id)
@@ -1014,7 +1045,7 @@ def test_a_run_by_a_worker_that_knew_the_task_starts_a_new_grace(q):
     q.b.give_back_unknown(P1, [job_id, token, WHY], 3000)
     q.r.hset(q.k.job(job_id), "unknown_since", 1)   # long ago
     come_due(q, job_id)
-    _, token = q.lease(P2)                          # a worker that knows it: runs, fails
+    _, token = q.lease(P2, timeouts=["new", 1000])  # a worker that knows it: runs, fails
     assert q.b.fail(P2, [job_id, token, "boom", "0"]) == [2]
     _, token = q.lease(P1)                          # unknown again
     assert q.b.give_back_unknown(P1, [job_id, token, WHY], 3000) == [3]

@@ -8,7 +8,8 @@
   (include/bury.lua). Also a heartbeat for the
   process: a fetching process is alive. First, delayed jobs whose time came
   (by Redis' clock) join the back of the pending list, at most `promote`
-  per call (see give_back_unknown.lua).
+  per call (see give_back_unknown.lua); one whose task this process does
+  not know is left there for another process, once.
   Input:
     KEYS[1] pending  LIST of runnable job ids
     KEYS[2] procs    ZSET process id -> ms when its first job can turn stale
@@ -62,13 +63,22 @@ end
 
 local now = now_ms()
 -- A delayed job kept its resource while it waited: it just becomes runnable.
+local fresh = {}
 for _, id in ipairs(rcall("ZRANGEBYSCORE", delayed_key, "-inf", now, "LIMIT", 0, promote)) do
   rcall("ZREM", delayed_key, id)
   if rcall("EXISTS", prefix .. "job:" .. id) == 1 then
     rcall("HSET", prefix .. "job:" .. id, "state", "pending")
   end
   rcall("LPUSH", pending_key, id)  -- without a record, the loop below reports it
+  fresh[id] = true
 end
+-- A job just promoted whose task this process does not know is passed over
+-- once: it goes back to the head of pending when this call ends, which
+-- serves a process blocked in BLMOVE (one that may know the task) before
+-- this one's next call. Otherwise whichever process promotes first would
+-- lease it, give it back and win every back-off (the idle ones all wake
+-- on the same period). Only once per promotion: no fetch loop.
+local passed_over = {}
 local owned_key = prefix .. "owned:" .. proc
 local jobs, problems = {}, {}
 local leased, taken, skipped = 0, 0, 0
@@ -90,6 +100,8 @@ while taken < max_jobs and skipped < MAX_SKIPPED do
   if f and f[8] == "cancelled" then
     skipped = skipped + 1
     bury(job_key)
+  elseif f and fresh[id] and not timeouts[f[1]] then
+    passed_over[#passed_over + 1] = id
   elseif f then
     taken = taken + 1
     fence = fence + 1
@@ -117,6 +129,7 @@ while taken < max_jobs and skipped < MAX_SKIPPED do
     problems[#problems + 1] = why .. "; moved to the failed queue" .. passed_on(id)
   end
 end
+for i = #passed_over, 1, -1 do rcall("RPUSH", pending_key, passed_over[i]) end
 if skipped > 0 then rcall("HINCRBY", counts_key, "skipped", -skipped) end
 if leased > 0 then
   rcall("HSET", counts_key, "fence", fence)
