@@ -8,6 +8,9 @@ from typing import Any
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_NAMESPACE = "greenq"
 DEFAULT_QUEUE_ID = "default"
+DEFAULT_RETRY_DELAY = 0.0         # seconds before a first retry: at once
+DEFAULT_RETRY_BACKOFF = 2.0       # each later retry waits this factor longer
+DEFAULT_RETRY_DELAY_MAX = 3600.0  # cap on one retry's wait
 DEFAULT_TASK_TIMEOUT = 10.0       # a running job is dead after this long without a heartbeat
 DEFAULT_WORKER_COUNT = 100        # concurrent jobs (greenlets) per process
 DEFAULT_FLUSH_STALE_TIMEOUT = 30.0  # at most this long between scans for dead jobs

@@ -12,10 +12,25 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import DEFAULT_TASK_TIMEOUT, MAX_ID_LENGTH
+from .config import (DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_DELAY, DEFAULT_RETRY_DELAY_MAX,
+                     DEFAULT_TASK_TIMEOUT, MAX_ID_LENGTH)
 from .errors import TaskDefinitionError
 
 _DECORATED = "__greenq_task__"
+
+
+_PERIODS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` starts in any window of `period_ms` (Redis' clock)."""
+    count: int
+    period_ms: int
+
+    def __str__(self) -> str:
+        unit = {ms: unit for unit, ms in _PERIODS_MS.items()}[self.period_ms]
+        return f"{self.count}/{unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +39,60 @@ class Task:
     perform: Callable[[Any], Any]
     timeout: float = DEFAULT_TASK_TIMEOUT
     time_limit: float | None = None  # seconds a run may take; None: no limit
+    retry_delay: float = DEFAULT_RETRY_DELAY        # seconds before the first retry
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF    # each later retry waits this factor longer
+    retry_delay_max: float = DEFAULT_RETRY_DELAY_MAX
+    rate_limit: RateLimit | None = None
+
+    def retry_wait(self, retry: int, draw: Callable[[float, float], float]) -> float:
+        """Seconds the `retry`-th retry (1 for the first) waits: drawn by
+        `draw` (random.uniform) from [d/2, d], d = min(retry_delay_max,
+        retry_delay * retry_backoff ** (retry - 1)), so that jobs failing
+        together do not come back together."""
+        if not self.retry_delay:
+            return 0.0
+        try:
+            longest = min(self.retry_delay_max,
+                          self.retry_delay * self.retry_backoff ** max(retry - 1, 0))
+        except OverflowError:
+            longest = self.retry_delay_max
+        return draw(longest / 2, longest)
+
+    @property
+    def options(self) -> tuple:
+        """What a definition sets besides `perform`: two equal ones are the same task."""
+        return (self.id, self.timeout, self.time_limit, self.retry_delay, self.retry_backoff,
+                self.retry_delay_max, self.rate_limit)
 
 
-def _check(task_id: Any, perform: Any, timeout: Any, origin: str, time_limit: Any = None) -> Task:
+def _seconds(value: Any, name: str, task_id: Any, origin: str, *, low: float = 0.0,
+             inclusive: bool = True) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and (value >= low if inclusive else value > low) and value < float("inf")
+    if not ok:
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        raise TaskDefinitionError(f"{origin}: {name} of task {task_id!r} must be a finite number "
+                                  f"{bound}, not {value!r}")
+    return float(value)
+
+
+def parse_rate_limit(value: Any, task_id: Any = None, origin: str = "rate_limit") -> RateLimit | None:
+    """"N/s", "N/m" or "N/h" (N a whole number >= 1) -> RateLimit; None stays None."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else None
+    count, _, unit = (text or "").partition("/")
+    if text is None or unit not in _PERIODS_MS or not count.isdigit() or int(count) < 1:
+        raise TaskDefinitionError(
+            f"{origin}: rate_limit of task {task_id!r} must be \"N/s\", \"N/m\" or \"N/h\" "
+            f"with a whole N >= 1 (at most N starts in any second, minute or hour), "
+            f"not {value!r}")
+    return RateLimit(int(count), _PERIODS_MS[unit])
+
+
+def _check(task_id: Any, perform: Any, timeout: Any, origin: str, time_limit: Any = None,
+           retry_delay: Any = DEFAULT_RETRY_DELAY, retry_backoff: Any = DEFAULT_RETRY_BACKOFF,
+           retry_delay_max: Any = DEFAULT_RETRY_DELAY_MAX, rate_limit: Any = None) -> Task:
     if not isinstance(task_id, str) or not task_id:
         raise TaskDefinitionError(f"{origin}: task id must be a non-empty str, not {task_id!r}")
     if len(task_id) > MAX_ID_LENGTH:
@@ -40,15 +106,26 @@ def _check(task_id: Any, perform: Any, timeout: Any, origin: str, time_limit: An
             time_limit, (int, float)) or not time_limit > 0):
         raise TaskDefinitionError(
             f"{origin}: time_limit of task {task_id!r} must be a number > 0, or None")
-    return Task(task_id, perform, float(timeout), None if time_limit is None else float(time_limit))
+    delay = _seconds(retry_delay, "retry_delay", task_id, origin)
+    backoff = _seconds(retry_backoff, "retry_backoff", task_id, origin, low=1.0)
+    longest = _seconds(retry_delay_max, "retry_delay_max", task_id, origin)
+    if longest < delay:
+        raise TaskDefinitionError(f"{origin}: retry_delay_max of task {task_id!r} ({longest:g} s) "
+                                  f"is shorter than its retry_delay ({delay:g} s)")
+    return Task(task_id, perform, float(timeout), None if time_limit is None else float(time_limit),
+                delay, backoff, longest, parse_rate_limit(rate_limit, task_id, origin))
 
 
 def task(task_id: str, timeout: float = DEFAULT_TASK_TIMEOUT,
-         time_limit: float | None = None) -> Callable:
+         time_limit: float | None = None, *, retry_delay: float = DEFAULT_RETRY_DELAY,
+         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+         retry_delay_max: float = DEFAULT_RETRY_DELAY_MAX,
+         rate_limit: str | None = None) -> Callable:
     """Decorator: mark `perform(params)` as task `task_id` of its module."""
     def mark(perform: Callable[[Any], Any]) -> Callable[[Any], Any]:
         setattr(perform, _DECORATED,
-                _check(task_id, perform, timeout, "@greenq.task", time_limit))
+                _check(task_id, perform, timeout, "@greenq.task", time_limit, retry_delay,
+                       retry_backoff, retry_delay_max, rate_limit))
         return perform
     return mark
 
@@ -140,7 +217,11 @@ def tasks_of(module: types.ModuleType) -> list[Task]:
     if hasattr(module, "id") or hasattr(module, "perform"):
         found.append(_check(getattr(module, "id", None), getattr(module, "perform", None),
                             getattr(module, "timeout", DEFAULT_TASK_TIMEOUT), origin,
-                            getattr(module, "time_limit", None)))
+                            getattr(module, "time_limit", None),
+                            getattr(module, "retry_delay", DEFAULT_RETRY_DELAY),
+                            getattr(module, "retry_backoff", DEFAULT_RETRY_BACKOFF),
+                            getattr(module, "retry_delay_max", DEFAULT_RETRY_DELAY_MAX),
+                            getattr(module, "rate_limit", None)))
     for value in vars(module).values():
         marked = getattr(value, _DECORATED, None)
         if isinstance(marked, Task) and marked not in found:
@@ -158,8 +239,7 @@ def _same_decorated(known: Task | None, found: Task) -> bool:
         return False
     # Read before the identity checks below, which mypy takes for narrowing.
     code, other = getattr(known.perform, "__code__", None), getattr(found.perform, "__code__", None)
-    options, found_options = (known.id, known.timeout, known.time_limit), \
-        (found.id, found.timeout, found.time_limit)
+    options, found_options = known.options, found.options
     if getattr(known.perform, _DECORATED, None) is not known \
             or getattr(found.perform, _DECORATED, None) is not found:
         return False

@@ -37,6 +37,7 @@ local prefix = ARGV[1]
 local mark_key = prefix .. "sent:" .. ARGV[2]
 -- @include release
 -- @include enqueue
+-- @include coalesce
 
 if not rcall("SET", mark_key, 1, "NX", "PX", ARGV[3]) then
   local first = rcall("GET", mark_key)
@@ -45,24 +46,12 @@ if not rcall("SET", mark_key, 1, "NX", "PX", ARGV[3]) then
 end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
-local NOT_STARTED = { pending = true, waiting = true, scheduled = true }
-
--- The id of the not yet started job of `task` that is newest on `resource`, if any.
-local function coalesce_target(task, resource)
-  local holder = rcall("HGET", locks_key, resource)
-  if not holder then return nil end
-  local newest = rcall("LINDEX", prefix .. "wait:" .. resource, -1) or holder
-  local f = redis.pcall("HMGET", prefix .. "job:" .. newest, "state", "task")
-  if f.err or not NOT_STARTED[f[1]] or f[2] ~= task then return nil end
-  return newest
-end
-
 local added, coalesced = 0, {}
 for i = 4, #ARGV, 7 do
   local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
   if rcall("EXISTS", job_key) == 0 then
-    local target = ARGV[i + 6] == "1" and coalesce_target(task, resource)
+    local target = ARGV[i + 6] == "1" and coalesce_target(queue, task, resource)
     if target then
       rcall("HSET", prefix .. "job:" .. target, "enc", ARGV[i + 3], "params", ARGV[i + 4],
             "retries", ARGV[i + 5])
