@@ -168,12 +168,15 @@ class Broker:
             args: list = [k.prefix, os.urandom(8).hex(), self.resend_window_ms]
             for row in chunk:
                 args.extend(row)
-            calls.append(("submit", (k.pending, k.locks, k.counts, k.held), args))
+                if len(row) == 7:  # no due time: runnable now
+                    args.append("")
+            calls.append(("submit", (k.pending, k.locks, k.counts, k.held, k.delayed), args))
         return calls
 
     def add(self, rows: Sequence[Sequence], client: Client = None) -> tuple[int, list[str]]:
         """Add jobs; each row: id, task, resource ("" none), encoding, params,
-        retries, coalesce ("1"/"0"). Returns how many were added and each
+        retries, coalesce ("1"/"0"), and optionally a due time ("" now,
+        "+<ms>" after Redis' now, "<ms>" epoch; see submit.lua). Returns how many were added and each
         row's job id (the id of the job a coalescing row was merged into).
         Safe to send twice (a re-sent call adds nothing, even after its jobs
         ran), so a connection Redis closed while idle is retried once."""
@@ -195,21 +198,28 @@ class Broker:
     # -- worker path -------------------------------------------------------
 
     def _fetch_call(self, process_id: str, max_jobs: int, default_timeout_ms: int,
-                    timeouts: Sequence) -> tuple:
+                    timeouts: Sequence, limits: Sequence) -> tuple:
         k = self.keys
         return ("fetch", (k.pending, k.procs, k.beats, k.counts, k.failed, k.handoff, k.locks,
-                          k.held, k.delayed),
+                          k.held, k.delayed, k.rates),
                 (k.prefix, process_id, max_jobs, default_timeout_ms, config.PROMOTE_BATCH,
-                 *timeouts))
+                 len(limits) // 3, *limits, *timeouts))
 
     def fetch(self, client: Client, process_id: str, max_jobs: int,
-              default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
-        jobs, problems = self._run(
-            client, *self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts))
-        return jobs, problems
+              default_timeout_ms: int, timeouts: Sequence, limits: Sequence = (),
+              with_due: bool = False) -> tuple:
+        """Lease up to `max_jobs` (fetch.lua). `timeouts`: flat task id,
+        timeout ms pairs of the tasks this process knows; `limits`: flat
+        task id, starts, period ms triples of their rate limits. Returns
+        (rows, problems), and with `with_due` also the ms until the earliest
+        delayed job is due (-1: none)."""
+        jobs, problems, due = self._run(
+            client, *self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts, limits))
+        return (jobs, problems, due) if with_due else (jobs, problems)
 
     def wait_and_fetch(self, client: Client, seconds: float, process_id: str, max_jobs: int,
-                       default_timeout_ms: int, timeouts: Sequence) -> tuple[list, list]:
+                       default_timeout_ms: int, timeouts: Sequence, limits: Sequence = (),
+                       with_due: bool = False) -> tuple:
         """Block until a job is pending (or `seconds` pass), then fetch, in one
         round trip. The wait is a BLMOVE of the oldest pending id to the
         hand-off list, so each id wakes one waiting process (not every idle
@@ -219,10 +229,16 @@ class Broker:
         came due meanwhile (their promotion wakes no waiter, so `seconds`
         bounds how late an idle process sees them)."""
         k = self.keys
-        [(jobs, problems)] = self._pipeline(
-            client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts)],
+        [(jobs, problems, due)] = self._pipeline(
+            client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts, limits)],
             before=[("BLMOVE", k.pending, k.handoff, "RIGHT", "LEFT", seconds)])
-        return jobs, problems
+        return (jobs, problems, due) if with_due else (jobs, problems)
+
+    def wake(self, client: Client = None) -> int:
+        """Wake an idle worker if a delayed job is due (wake.lua); returns the
+        ms until the earliest one is due, -1 when none waits."""
+        k = self.keys
+        return self._run(client, "wake", (k.delayed, k.pending, k.counts), ())
 
     def complete_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
         """`groups`: job id, lease token, result encoding, result blob ("" both: none)."""

@@ -271,6 +271,9 @@ def _params(argument: str):
               help="The job's id, chosen by you: while a job with this id exists (queued, running, "
                    "failed, or ended and kept), submitting it again adds nothing and prints the "
                    "same id.  [default: a new random id]")
+@click.option("--delay", type=float, default=None, metavar="SECONDS",
+              help="Run the job this long from now (by Redis' clock); it takes its place in its "
+                   "resource's order only then.")
 @click.option("--coalesce", is_flag=True,
               help="Needs --resource. When that resource's newest job not started yet is of the "
                    "same task, replace its params and retries and print its id instead of "
@@ -283,8 +286,8 @@ def _params(argument: str):
 @click.option("--json", "as_json", is_flag=True,
               help="With --wait: the ended job as one JSON object.")
 @common_options
-def submit(task_id, resource, params, retries, serializer, job_id, coalesce, wait_, timeout,
-           as_json, redis_url, namespace, queue_id):
+def submit(task_id, resource, params, retries, serializer, job_id, delay, coalesce, wait_,
+           timeout, as_json, redis_url, namespace, queue_id):
     """Submit one job; prints its id (with --wait: the ended job)."""
     if coalesce and resource is None:
         raise ParamsError("--coalesce needs --resource: it replaces the newest job of that "
@@ -295,7 +298,7 @@ def submit(task_id, resource, params, retries, serializer, job_id, coalesce, wai
     decoded = _params(params)
     queue = make_queue(redis_url, namespace, queue_id, serializer=serializer)
     submitted = queue.submit_job(task_id, resource_id=resource, params=decoded, retries=retries,
-                                 job_id=job_id, coalesce=coalesce)
+                                 delay=delay, job_id=job_id, coalesce=coalesce)
     if not wait_:
         click.echo(submitted)
         return

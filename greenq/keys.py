@@ -9,12 +9,12 @@ class Keys:
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
     ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``,
-    ``cancels:<process id>``) are
+    ``cancels:<process id>``, ``rate:<task id>``) are
     built inside the Lua scripts from `prefix`.
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock", "workers", "alive", "delayed", "ended")
+                 "beats", "clock", "workers", "alive", "delayed", "rates", "ended")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -39,9 +39,14 @@ class Keys:
         # pruned by the next heartbeat of any process (heartbeat.lua).
         self.workers = self.prefix + "workers"
         self.alive = self.prefix + "alive"
-        # ZSET job id -> ms it becomes runnable again (a job no worker that
-        # fetched it knew, waiting for one that does); fetch.lua promotes it.
+        # ZSET job id -> ms it becomes runnable: every job that waits for a
+        # time (submitted with a delay, a retry's back-off, a rate limit's
+        # slot, a give-back for a worker that knows its task); fetch.lua
+        # promotes it.
         self.delayed = self.prefix + "delayed"
+        # HASH task id -> ms of the next free rate-limit slot (fetch.lua);
+        # rate:<task id> is a LIST of that task's latest start times.
+        self.rates = self.prefix + "rates"
         # Pub/sub channel, not a key: the id of every job that ended while
         # its record carried a "watch" mark (a wait() was on it), published
         # by the script that ended it (include/ended.lua, watch.lua).

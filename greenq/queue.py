@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import types
+from datetime import datetime
 from typing import Any, Callable, Iterable
 
 import redis
@@ -53,6 +54,33 @@ def _check_id(value: Any, what: str, *, int_ok: bool = False) -> str:
     except UnicodeEncodeError:
         raise ParamsError(f"{what} is not valid Unicode") from None
     return value
+
+
+def due_time(delay: Any, run_at: Any) -> str:
+    """submit.lua's due field: "" now, "+<ms>" after Redis' now, "<ms>" an
+    epoch time. ParamsError for a negative delay, both given, or a naive
+    datetime (whose time zone would be a guess)."""
+    if delay is not None and run_at is not None:
+        raise ParamsError("give delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
+        if not 0 <= delay < float("inf"):
+            raise ParamsError(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+        return f"+{round(delay * 1000)}" if delay else ""
+    if run_at is None:
+        return ""
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise ParamsError("run_at must be an aware datetime (with tzinfo, e.g. "
+                              "datetime.now(timezone.utc)); a naive one has no definite time")
+        run_at = run_at.timestamp()
+    elif isinstance(run_at, bool) or not isinstance(run_at, (int, float)):
+        raise TypeError(f"run_at must be an aware datetime or epoch seconds, "
+                        f"not {type(run_at).__name__}")
+    if not 0 <= run_at < float("inf"):
+        raise ParamsError(f"run_at must be a finite epoch time >= 0, not {run_at!r}")
+    return str(round(run_at * 1000))
 
 
 class GreenQueue:
@@ -136,7 +164,8 @@ class GreenQueue:
     # -- submitting ----------------------------------------------------------
 
     def _row(self, task_id: Any, resource_id: Any = None, params: Any = None,
-             retries: int = 0, job_id: Any = None, coalesce: Any = False) -> list:
+             retries: int = 0, job_id: Any = None, coalesce: Any = False,
+             delay: Any = None, run_at: Any = None) -> list:
         task_id = _check_id(task_id, "task_id")
         resource = "" if resource_id is None else _check_id(resource_id, "resource_id", int_ok=True)
         if isinstance(retries, bool) or not isinstance(retries, int):
@@ -149,21 +178,30 @@ class GreenQueue:
         if coalesce and not resource:
             raise ParamsError("coalesce=True needs a resource_id: it merges into the newest "
                               "job of that resource")
+        due = due_time(delay, run_at)
+        if coalesce and due:
+            raise ParamsError("coalesce=True cannot be combined with delay or run_at: it merges "
+                              "into a job already in its resource's order")
         blob = self.serializer.encode(params, self.max_params_bytes)
         return [job_id, task_id, resource, self.serializer.tag, blob, retries,
-                "1" if coalesce else "0"]
+                "1" if coalesce else "0", due]
 
     def submit_job(self, task_id: str, *, resource_id: str | None = None,
-                   params: Any = None, retries: int = 0, job_id: str | None = None,
-                   coalesce: bool = False) -> str:
+                   params: Any = None, retries: int = 0,
+                   delay: float | None = None, run_at: datetime | float | None = None,
+                   job_id: str | None = None, coalesce: bool = False) -> str:
         """Queue one job; returns its id once Redis has it.
+
+        `delay` (seconds) or `run_at` (an aware datetime, or epoch seconds):
+        the job becomes runnable then, by Redis' clock, and only then takes
+        its place in its resource's order; until then it is "scheduled".
 
         `job_id`: a caller-chosen id; while a record with that id exists,
         submitting it again adds nothing and returns it (idempotent).
         `coalesce`: when the newest job of `resource_id` that has not started
         is of the same task, replace its params and retries instead, and
         return its id."""
-        row = self._row(task_id, resource_id, params, retries, job_id, coalesce)
+        row = self._row(task_id, resource_id, params, retries, job_id, coalesce, delay, run_at)
         _added, [final_id] = self.broker.add([row])
         return final_id
 
@@ -174,7 +212,7 @@ class GreenQueue:
             if not isinstance(spec, dict):
                 raise TypeError(f"jobs[{index}] must be a dict, not {type(spec).__name__}")
             unknown = set(spec) - {"task_id", "resource_id", "params", "retries", "job_id",
-                                   "coalesce"}
+                                   "coalesce", "delay", "run_at"}
             if unknown or "task_id" not in spec:
                 raise TypeError(f"jobs[{index}]: needs task_id; unknown keys {sorted(unknown)}")
             try:

@@ -292,6 +292,14 @@ class Registry:
     def get(self, task_id: str) -> Task | None:
         return self.tasks.get(task_id)
 
+    def rate_limits(self) -> list:
+        """Flat task id, starts, period ms triples, as fetch.lua takes them."""
+        flat: list = []
+        for t in self.tasks.values():
+            if t.rate_limit is not None:
+                flat += [t.id, t.rate_limit.count, t.rate_limit.period_ms]
+        return flat
+
     def timeouts_ms(self) -> list:
         """Flat task id, timeout ms pairs, as fetch.lua takes them."""
         flat: list = []

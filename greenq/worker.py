@@ -87,6 +87,11 @@ class Worker:
         self.unknown_task_grace = unknown_task_grace
         self._unknown_tasks: set[str] = set()
         self._timeouts = registry.timeouts_ms()
+        self._rate_limits = registry.rate_limits()
+        # Wakes an idle worker when the next delayed job is due (see
+        # _wake_for_due); with the monotonic time it is set for.
+        self._alarm: Any = None
+        self._alarm_at = 0.0
         self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
         self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
@@ -144,14 +149,15 @@ class Worker:
                     # then gives back what the pipelined fetch leased.
                     self._parked = "by the wait this stop interrupted"
                     try:
-                        rows, problems = self.broker.wait_and_fetch(
+                        rows, problems, due_ms = self.broker.wait_and_fetch(
                             self._client, self._block_seconds, self.process_id, free,
-                            default_ms, self._timeouts)
+                            default_ms, self._timeouts, self._rate_limits, with_due=True)
                     finally:
                         self._parked = None
                 else:
-                    rows, problems = self.broker.fetch(
-                        self._client, self.process_id, free, default_ms, self._timeouts)
+                    rows, problems, due_ms = self.broker.fetch(
+                        self._client, self.process_id, free, default_ms, self._timeouts,
+                        self._rate_limits, with_due=True)
             except REDIS_TROUBLE as exc:
                 # The script may have leased jobs whose reply we lost.
                 self._maybe_orphans = "by a fetch whose reply was lost"
@@ -168,6 +174,8 @@ class Worker:
             # (a BLMOVE returns at once if jobs arrived meanwhile) instead of
             # a fetch that would likely find nothing and cost a round trip.
             queue_was_empty = len(rows) < free * ROW
+            if queue_was_empty:
+                self._wake_for_due(due_ms)
             if rows and joblog.enabled(joblog.DEBUG):  # once per batch: free when off
                 joblog.started(rows)
             for start in range(0, len(rows), ROW):
@@ -176,6 +184,31 @@ class Worker:
                 # Let the jobs just spawned start before the next fetch is
                 # packed and sent: a woken idle worker starts its job sooner.
                 gevent.sleep(0)
+
+    def _wake_for_due(self, due_ms: int) -> None:
+        """Going idle with a delayed job due in `due_ms` (-1: none): be woken
+        then. Redis ends a blocking wait only on its own cron (every 100 ms
+        at its default hz), too coarse for a due time, so a timer here calls
+        wake.lua at that time, which wakes a blocked worker of any process.
+        Beyond one wait's length the next fetch tells again."""
+        if due_ms < 0 or due_ms > self._block_seconds * 1000:
+            return
+        at = time.monotonic() + due_ms / 1000
+        if self._alarm is not None and not self._alarm.dead and self._alarm_at <= at:
+            return  # an earlier alarm is set already
+        if self._alarm is not None:
+            self._alarm.kill(block=False)
+        self._alarm_at = at
+        self._alarm = gevent.spawn_later(due_ms / 1000, self._wake)
+
+    def _wake(self) -> None:
+        try:
+            due_ms = self.broker.wake()
+        except REDIS_TROUBLE:  # the fetch loop reports the outage; its next wait ends anyway
+            return
+        if due_ms > 0 and not self._stopping:  # Redis' clock is behind ours: not due yet there
+            self._alarm = None
+            self._wake_for_due(due_ms)
 
     def _after_fetch_crash(self) -> bool:
         # Rows of the crashed round may be leased but not started.
@@ -318,6 +351,8 @@ class Worker:
         self._stopping = True
         if self._fetcher is not None:
             self._stop_fetcher(deadline)
+        if self._alarm is not None:
+            self._alarm.kill(block=False)
         waiter = gevent.spawn(self.pool.join)
         self._wait(waiter, deadline)
         waiter.kill()

@@ -10,6 +10,12 @@
   holder; state pending, waiting or scheduled) and is of the same task
   replaces that job's params and retries instead of adding a job; the reply
   names that job's id. A cancelled one does not count: a new job is added.
+  A job with a due time later than Redis' now waits in the delayed set
+  (state "scheduled"), outside its resource's order: fetch.lua puts it in
+  that order when it comes due. When it is due before every job that
+  waited there already, an empty id in pending (counted as "skipped", like
+  a cancelled id) wakes one idle worker, whose fetch learns the new
+  earliest due time (see Worker, which sleeps until then).
   Safe to run twice. A call sent again unchanged (ChannelPool.execute
   re-sends a submit whose connection broke before the reply) finds the mark
   its first run left, sent:<nonce>, and adds nothing, even when a worker ran
@@ -20,21 +26,25 @@
     KEYS[2] locks    HASH resource id -> id of the job holding it
     KEYS[3] counts   HASH "active", "waiting" counters
     KEYS[4] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    KEYS[5] delayed  ZSET job id -> ms it becomes runnable
     ARGV[1] key prefix "<ns>:{<queue>}:"; per-id keys: job:<id>, wait:<resource>,
             sent:<nonce>
     ARGV[2] nonce, new for each call (Broker.submit_calls)
     ARGV[3] ms to keep the call's mark (Broker.resend_window_ms)
-    ARGV[4..] groups of 7: job id, task id, resource id ("" = none),
+    ARGV[4..] groups of 8: job id, task id, resource id ("" = none),
               encoding ("m" msgpack, "j" json), params blob, retries,
-              coalesce ("1" or "0")
+              coalesce ("1" or "0"), due ("" now; "+<ms>" that long after
+              Redis' now; "<ms>" an epoch time in ms)
   Output: { how many jobs were added (0 for a re-sent call), coalesced:
             flat pairs of (the group's position in this call, 1-based; the
             id of the job it was merged into) }
 ]]
 local rcall = redis.call
-local pending_key, locks_key, counts_key, held_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending_key, locks_key, counts_key, held_key, delayed_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local mark_key = prefix .. "sent:" .. ARGV[2]
+-- @include now_ms
 -- @include release
 -- @include enqueue
 -- @include coalesce
@@ -47,21 +57,41 @@ end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
 local added, coalesced = 0, {}
-for i = 4, #ARGV, 7 do
+local now, earliest = nil, nil
+for i = 4, #ARGV, 8 do
   local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
   if rcall("EXISTS", job_key) == 0 then
     local target = ARGV[i + 6] == "1" and coalesce_target(queue, task, resource)
+    local due = ARGV[i + 7]
     if target then
       rcall("HSET", prefix .. "job:" .. target, "enc", ARGV[i + 3], "params", ARGV[i + 4],
             "retries", ARGV[i + 5])
-      coalesced[#coalesced + 1] = (i - 4) / 7 + 1
+      coalesced[#coalesced + 1] = (i - 4) / 8 + 1
       coalesced[#coalesced + 1] = target
     else
       rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3],
             "params", ARGV[i + 4], "retries", ARGV[i + 5], "attempts", 0)
       if resource ~= "" then rcall("HSET", job_key, "res", resource) end
-      enqueue(queue, id, job_key, resource)
+      if due ~= "" then
+        now = now or now_ms()
+        due = string.sub(due, 1, 1) == "+" and now + tonumber(string.sub(due, 2)) or tonumber(due)
+      end
+      if due ~= "" and due > now then
+        if not earliest then
+          local first = rcall("ZRANGE", delayed_key, 0, 0, "WITHSCORES")[2]
+          earliest = first and tonumber(first) or math.huge
+        end
+        if due < earliest then
+          rcall("LPUSH", pending_key, "")
+          rcall("HINCRBY", counts_key, "skipped", 1)
+          earliest = -math.huge  -- one wake-up per call is enough
+        end
+        rcall("HSET", job_key, "state", "scheduled")
+        rcall("ZADD", delayed_key, due, id)
+      else
+        enqueue(queue, id, job_key, resource)
+      end
       added = added + 1
     end
   end
