@@ -202,12 +202,12 @@ class Worker:
         self._alarm = gevent.spawn_later(due_ms / 1000, self._wake)
 
     def _wake(self) -> None:
+        self._alarm = None  # spent: the fetch that this wakes may set the next one
         try:
             due_ms = self.broker.wake()
         except REDIS_TROUBLE:  # the fetch loop reports the outage; its next wait ends anyway
             return
         if due_ms > 0 and not self._stopping:  # Redis' clock is behind ours: not due yet there
-            self._alarm = None
             self._wake_for_due(due_ms)
 
     def _after_fetch_crash(self) -> bool:
