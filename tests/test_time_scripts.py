@@ -103,12 +103,15 @@ def test_a_job_due_before_every_other_pushes_one_wake_up_id(q):
     rows = [q.row() + ["0"] for _ in range(3)]
     for n, row in enumerate(rows):
         row[6:] = ["0", f"+{10000 - n}"]
-    assert q.b.submit(rows) == 3                # earlier, three in one call: one wake-up
-    assert q.r.llen(q.k.pending) == 2
     assert q.b.stats()["pending"] == 0          # counted out like cancelled ids
     ids, problems, _ = fetch_ids(q)
     assert ids == [] and problems == [] and q.r.llen(q.k.pending) == 0
-    assert q.b.stats()["pending"] == 0 and q.b.stats()["scheduled"] == 5
+    assert q.b.submit(rows) == 3                # earlier, three in one call: one wake-up
+    assert q.r.llen(q.k.pending) == 1
+    submit_due(q, "+5000")                      # earlier still, but pending is not empty:
+    assert q.r.llen(q.k.pending) == 1           # no worker is blocked, the next fetch sees it
+    fetch_ids(q)
+    assert q.b.stats()["pending"] == 0 and q.b.stats()["scheduled"] == 6
 
 
 def test_an_idle_wait_is_ended_by_the_wake_up_id_and_its_fetch_skips_it(q):

@@ -13,9 +13,9 @@
   A job with a due time later than Redis' now waits in the delayed set
   (state "scheduled"), outside its resource's order: fetch.lua puts it in
   that order when it comes due. When it is due before every job that
-  waited there already, an empty id in pending (counted as "skipped", like
-  a cancelled id) wakes one idle worker, whose fetch learns the new
-  earliest due time (see Worker, which sleeps until then).
+  waited there already and pending is empty, an empty id in pending
+  (counted as "skipped", like a cancelled id) wakes one idle worker, whose
+  fetch learns the new earliest due time (see Worker._wake_for_due).
   Safe to run twice. A call sent again unchanged (ChannelPool.execute
   re-sends a submit whose connection broke before the reply) finds the mark
   its first run left, sent:<nonce>, and adds nothing, even when a worker ran
@@ -83,8 +83,12 @@ for i = 4, #ARGV, 8 do
           earliest = first and tonumber(first) or math.huge
         end
         if due < earliest then
-          rcall("LPUSH", pending_key, "")
-          rcall("HINCRBY", counts_key, "skipped", 1)
+          -- While pending holds ids no worker is blocked: the next fetch
+          -- learns the new earliest time anyway.
+          if rcall("LLEN", pending_key) == 0 then
+            rcall("LPUSH", pending_key, "")
+            rcall("HINCRBY", counts_key, "skipped", 1)
+          end
           earliest = -math.huge  -- one wake-up per call is enough
         end
         rcall("HSET", job_key, "state", "scheduled")
