@@ -226,8 +226,8 @@ class Broker:
         one), and Redis runs the fetch pipelined behind it, which leases the
         handed-off id first, the moment the wait returns. A wait that timed
         out costs one fetch that finds nothing, or leases delayed jobs that
-        came due meanwhile (their promotion wakes no waiter, so `seconds`
-        bounds how late an idle process sees them)."""
+        came due meanwhile. A delayed job's due time ends the wait through
+        wake.lua (Worker._wake_for_due); `seconds` bounds it otherwise."""
         k = self.keys
         [(jobs, problems, due)] = self._pipeline(
             client, [self._fetch_call(process_id, max_jobs, default_timeout_ms, timeouts, limits)],

@@ -31,9 +31,8 @@ MAX_ID_LENGTH = 512               # task, resource and job ids, in characters
 
 SOCKET_TIMEOUT = 10.0             # no Redis answer within this long = connection broken
 CONNECT_TIMEOUT = 5.0
-# BLMOVE wait when idle; well under SOCKET_TIMEOUT. It also bounds how long
-# an idle worker takes to see a delayed job that came due (nothing wakes a
-# BLMOVE for those: the fetch behind it promotes them).
+# BLMOVE wait when idle; well under SOCKET_TIMEOUT. A delayed job coming
+# due ends it earlier (wake.lua); this bounds the wait if that call fails.
 FETCH_BLOCK_SECONDS = 1
 SHARED_POOL_SIZE = 4              # connections for submit/stats/admin calls, per process
 SCRIPT_BATCH = 100                # jobs per script call (bulk, commit, fetch): keeps each under ~3 ms of Redis
