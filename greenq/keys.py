@@ -14,7 +14,7 @@ class Keys:
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock", "workers", "alive", "delayed", "ended")
+                 "beats", "clock", "workers", "alive", "delayed", "retry_policies", "ended")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -40,8 +40,14 @@ class Keys:
         self.workers = self.prefix + "workers"
         self.alive = self.prefix + "alive"
         # ZSET job id -> ms it becomes runnable again (a job no worker that
-        # fetched it knew, waiting for one that does); fetch.lua promotes it.
+        # fetched it knew, waiting for one that does; a retry waiting out its
+        # task's back-off); fetch.lua promotes it.
         self.delayed = self.prefix + "delayed"
+        # HASH task id -> "delay_ms backoff max_ms": the retry back-off of
+        # tasks with a retry_delay, written by every worker process that
+        # registered them (last writer wins), so that a stale flush retries a
+        # dead job after its back-off even where the task is unknown.
+        self.retry_policies = self.prefix + "retry_policies"
         # Pub/sub channel, not a key: the id of every job that ended while
         # its record carried a "watch" mark (a wait() was on it), published
         # by the script that ended it (include/ended.lua, watch.lua).
