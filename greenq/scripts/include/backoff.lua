@@ -3,10 +3,11 @@
 -- value each worker process writes for its tasks, see
 -- Broker.publish_retry_policies); 0 (retry at once) without one. Drawn
 -- uniformly from [d/2, d], d = min(max_ms, delay_ms * backoff ^ (n - 1)),
--- as registry.Task.retry_wait does for a run that raised. Redis seeds Lua's
--- math.random the same way for every script call, so the first draw of a
--- call seeds it from TIME's microseconds: jobs found dead together, by
--- calls made at different times, do not come back together.
+-- as registry.Task.retry_wait does for a run that raised. Redis before 7.0
+-- seeds Lua's math.random the same way for every script call (7.0 no longer
+-- does), so the first draw of a call seeds it from TIME's microseconds:
+-- jobs found dead by separate calls do not come back together, whatever
+-- the server.
 -- Uses nothing of the including script.
 local backoff_seeded = false
 local function backoff_ms(policy, n)
