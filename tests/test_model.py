@@ -658,7 +658,8 @@ def test_a_fixed_walk_cancels_a_job_in_every_state_as_the_model_says(redis_serve
             assert walk.model.jobs["k1"].task == "u"      # expired: the id is free again
         # A retry waiting out a back-off holds r1: the job behind it waits.
         step("set_retry_policy", task="t", on=True)
-        step("submit", resend=False, rows=[("r1", "t", 2, None, False), ("r1", "t", 0, None, False)])
+        step("submit", resend=False, rows=[("r1", "t", 2, None, False),
+                                           ("r1", "t", 0, None, False)])
         backing_off = walk.model.locks["r1"]
         step("fetch", proc="p2", count=3, wait=False, knows=True)
         assert state(backing_off) == "active"
