@@ -68,6 +68,8 @@ def test_a_task_without_retry_delay_retries_at_once(make_queue, redis_url, names
 def test_later_jobs_of_a_resource_stay_behind_a_job_waiting_out_its_back_off_across_children(
         make_queue, redis_url, namespace, r):
     q = make_queue(SPANS, child_process_count=2, worker_count=4)
+    retried = []
+    q.on("job_retry", lambda job: retried.append(job.state))   # forwarded by the children
     q.start()
     log = namespace + ":spans"
     first = q.submit_job("backoff.flaky", resource_id="r", retries=3,
@@ -88,6 +90,8 @@ def test_later_jobs_of_a_resource_stay_behind_a_job_waiting_out_its_back_off_acr
     records = [r.hget(q.keys.job(job_id), "state") for job_id in (first, *later, other)]
     assert all(state in (b"succeeded", None) for state in records)
     assert r.hlen(q.keys.locks) == 0
+    wait_until(lambda: len(retried) == 2, timeout=10)
+    assert retried == ["scheduled", "scheduled"]
 
 
 def test_a_dead_job_gets_its_task_s_back_off_from_a_flush_that_does_not_know_the_task(
