@@ -248,9 +248,9 @@ class Broker:
 
     def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
         """`groups`: job id, lease token, error text, "0" may retry / "1" final /
-        "c" cancelled (see fail.lua)."""
+        "c" cancelled, ms a retry waits (0: at once) (see fail.lua)."""
         k = self.keys
-        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held),
+        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held, k.delayed),
                 (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *groups))
 
     def heartbeat_call(self, process_id: str, leaving: bool = False) -> tuple:
@@ -266,7 +266,7 @@ class Broker:
         (an operator's explicit call; the workers' periodic flush waits)."""
         k = self.keys
         return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock,
-                                k.held),
+                                k.held, k.delayed, k.retry_policies),
                 (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0", *self.keep_args))
 
     def run_batch(self, client: Client, calls: list[tuple]) -> list:
@@ -278,8 +278,16 @@ class Broker:
         groups = [x for i in range(0, len(pairs), 2) for x in (pairs[i], pairs[i + 1], "", "")]
         return self._run(client or self.shared, *self.complete_call(process_id, groups))
 
-    def fail(self, process_id: str, groups: Sequence, client: Client = None) -> list:
-        return self._run(client or self.shared, *self.fail_call(process_id, groups))
+    def fail(self, process_id: str, groups: Sequence, client: Client = None,
+             waits: Sequence[int] | None = None) -> list:
+        """fail.lua on `groups` of 4 (job id, lease token, error text, how),
+        each retry waiting the ms of `waits` at its place (none: at once)."""
+        count = len(groups) // 4
+        waits = list(waits) if waits is not None else [0] * count
+        if len(waits) != count:
+            raise ValueError(f"{count} jobs, {len(waits)} waits")
+        full = [x for i in range(count) for x in (*groups[4 * i:4 * i + 4], waits[i])]
+        return self._run(client or self.shared, *self.fail_call(process_id, full))
 
     def heartbeat(self, process_id: str, client: Client = None, leaving: bool = False) -> list:
         return self._run(client or self.shared, *self.heartbeat_call(process_id, leaving))
@@ -295,9 +303,32 @@ class Broker:
         Returns flush_stale's rows and how many jobs it still holds."""
         k = self.keys
         rows, left = self._run(client or self.shared, "reclaim_process",
-                               (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held),
+                               (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held,
+                                k.delayed, k.retry_policies),
                                (k.prefix, process_id, why, limit, *self.keep_args))
         return rows, left
+
+    def publish_retry_policies(self, tasks: Iterable[Any], client: Client = None) -> None:
+        """Write the retry back-off of `tasks` (registry.Task) to the
+        retry_policies HASH, for stale flushes in processes that do not know
+        them (include/backoff.lua); a task without retry_delay has its entry
+        removed. One round trip. Every process that registers a task writes
+        it at start, so with two definitions of one task on a live queue
+        (a rolling deploy), the last process started wins."""
+        k = self.keys
+        commands: list[Sequence] = []
+        for task in tasks:
+            if task.retry_delay:
+                policy = (f"{int(task.retry_delay * 1000)} {task.retry_backoff!r} "
+                          f"{int(task.retry_delay_max * 1000)}")
+                commands.append(("HSET", k.retry_policies, task.id, policy))
+            else:
+                commands.append(("HDEL", k.retry_policies, task.id))
+        if not commands:
+            return
+        for reply in self._send(client or self.shared, commands):
+            if isinstance(reply, Exception):
+                raise reply
 
     def give_back_unknown_call(self, process_id: str, groups: Sequence, grace_ms: int,
                                drop_receipts: bool = False) -> tuple:

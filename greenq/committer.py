@@ -5,6 +5,7 @@ process' running jobs and a bounded stale flush for the whole queue."""
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Callable
 
@@ -17,6 +18,7 @@ from .errors import LeaseLostError, UnknownTaskError
 from .health import Health
 from .job import ROW, Job, decode_row
 from .outcomes import Outcome
+from .registry import Task
 from .supervisor import supervise
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,11 @@ class Committer:
         self._succeeded: list[tuple[Job, str, bytes]] = []  # job, result encoding, result blob
         # Told the ids of running jobs a cancel reached, from each heartbeat's reply.
         self.on_cancel = on_cancel
-        self._failed: list[tuple[Job, str, str]] = []  # job, error text, how (see fail.lua)
+        # job, error text, how (see fail.lua), ms its retry waits
+        self._failed: list[tuple[Job, str, str, int]] = []
+        # Task id -> its Task, for a retry's back-off (None, or a task it
+        # does not know: retry at once); the registry's get, set at start.
+        self.task_of: Callable[[str], Task | None] | None = None
         self._given_back: list[Job] = []
         self._unknown: list[tuple[Job, str]] = []  # job, why it fails should its grace be over
         self.unknown_task_grace_ms = int(unknown_task_grace * 1000)
@@ -74,7 +80,7 @@ class Committer:
     def cancelled(self, job: Job) -> None:
         """`job` stopped by JobCancelled: it ends "cancelled" (fail.lua)."""
         self.unsettled.add(job.id)
-        self._failed.append((job, "", "c"))
+        self._failed.append((job, "", "c", 0))
         self._wake.set()
 
     def failed(self, job: Job, error: str, final: bool = False) -> None:
@@ -82,8 +88,19 @@ class Committer:
         # that is not UTF-8, decoded by os.fsdecode) could never be sent.
         error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         self.unsettled.add(job.id)
-        self._failed.append((job, error, "1" if final else "0"))
+        self._failed.append((job, error, "1" if final else "0",
+                             0 if final else self._retry_wait_ms(job)))
         self._wake.set()
+
+    def _retry_wait_ms(self, job: Job) -> int:
+        """How long `job`'s retry waits, should it have one left: its
+        task's back-off for the n-th retry, n being the job's attempts so
+        far (the run that just failed included), so the first failure waits
+        about retry_delay, as include/backoff.lua reckons it for a dead job."""
+        task = self.task_of(job.task_id) if self.task_of is not None and job.retries > 0 else None
+        if task is None or not task.retry_delay:
+            return 0
+        return int(task.retry_wait(max(job.attempts, 1), random.uniform) * 1000)
 
     def give_back(self, job: Job) -> None:
         self.unsettled.add(job.id)
@@ -206,7 +223,8 @@ class Committer:
             handlers.append(lambda codes: self._after_complete(succeeded, codes))
             drop = False
         if failed:
-            groups = [x for job, error, how in failed for x in (job.id, job.token, error, how)]
+            groups = [x for job, error, how, wait in failed
+                      for x in (job.id, job.token, error, how, wait)]
             calls.append(self.broker.fail_call(pid, groups, drop))
             handlers.append(lambda codes: self._after_fail(failed, codes))
             drop = False
@@ -241,7 +259,7 @@ class Committer:
             self._unknown[:0] = unknown
             self._resending.update(job.id for job, _ in unknown)
             self._resending.update(job.id for job, _, _ in succeeded)
-            self._resending.update(job.id for job, _, _ in failed)
+            self._resending.update(job.id for job, _, _, _ in failed)
             self._resending.update(job.id for job in given_back)
             if not isinstance(exc, REDIS_TROUBLE):
                 raise  # a bug, or the stop's deadline: supervisor.py / stop() deal with it
@@ -252,7 +270,7 @@ class Committer:
         if succeeded or failed or given_back or unknown:
             self._receipts_written = True
         self.unsettled.difference_update(job.id for job, _, _ in succeeded)
-        self.unsettled.difference_update(job.id for job, _, _ in failed)
+        self.unsettled.difference_update(job.id for job, _, _, _ in failed)
         self.unsettled.difference_update(job.id for job in given_back)
         self.unsettled.difference_update(job.id for job, _ in unknown)
         for handler, result in zip(handlers, results):
@@ -295,7 +313,7 @@ class Committer:
     def _after_fail(self, failed: list, codes: list[int]) -> None:
         retries_logged = joblog.enabled(joblog.INFO)
         failures_logged = joblog.enabled(joblog.WARNING)
-        for (job, error, _how), code in zip(failed, codes):
+        for (job, error, _how, wait), code in zip(failed, codes):
             if code == Outcome.CANCELLED:
                 self._cancelled(job)
             elif code == Outcome.DONE or code == Outcome.RETRIED:
@@ -303,7 +321,8 @@ class Committer:
                 job.error = error
                 if code == Outcome.RETRIED:
                     job.retries -= 1
-                    job.state = "pending"
+                    # While it waits out a back-off it is "scheduled" (fail.lua).
+                    job.state = "scheduled" if wait > 0 else "pending"
                     if retries_logged:
                         joblog.retrying(job)
                     self.emit("job_retry", job)
@@ -359,8 +378,10 @@ class Committer:
                 job.state = "cancelled"
                 self.emit("job_cancel", job)
                 continue
-            job.state = "pending" if row[1] == b"retry" else "failed"
+            # "delay": retried after its task's back-off (include/reclaim.lua).
+            retried = row[1] in (b"retry", b"delay")
+            job.state = "scheduled" if row[1] == b"delay" else "pending" if retried else "failed"
             if logged:
-                joblog.found_dead(job, retried=row[1] == b"retry")
-            self.emit("job_retry" if row[1] == b"retry" else "job_fail", job)
+                joblog.found_dead(job, retried=retried)
+            self.emit("job_retry" if retried else "job_fail", job)
         return len(rows) // ROW

@@ -14,7 +14,8 @@ class Keys:
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
-                 "beats", "clock", "workers", "alive", "delayed", "rates", "ended")
+                 "beats", "clock", "workers", "alive", "delayed", "rates", "retry_policies",
+                 "ended")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -47,6 +48,11 @@ class Keys:
         # HASH task id -> ms of the next free rate-limit slot (fetch.lua);
         # rate:<task id> is a LIST of that task's latest start times.
         self.rates = self.prefix + "rates"
+        # HASH task id -> "delay_ms backoff max_ms": the retry back-off of
+        # tasks with a retry_delay, written by every worker process that
+        # registered them (last writer wins), so that a stale flush retries a
+        # dead job after its back-off even where the task is unknown.
+        self.retry_policies = self.prefix + "retry_policies"
         # Pub/sub channel, not a key: the id of every job that ended while
         # its record carried a "watch" mark (a wait() was on it), published
         # by the script that ended it (include/ended.lua, watch.lua).

@@ -130,8 +130,11 @@ def _hashable(key: Any) -> Any:
 
 def encode_payload(event: str, payload: Any) -> Any:
     if event in JOB_EVENTS:
+        # state last: the master's handlers see it too ("scheduled" for a
+        # retry waiting out a back-off); older children send 8 values.
         return [payload.id, payload.task_id, payload.resource_id, payload.params,
-                payload.retries, payload.attempts, payload.error, payload.duration]
+                payload.retries, payload.attempts, payload.error, payload.duration,
+                payload.state]
     if isinstance(payload, BaseException):
         try:
             text = str(payload)
@@ -143,7 +146,8 @@ def encode_payload(event: str, payload: Any) -> Any:
 
 def decode_payload(event: str, payload: Any) -> Any:
     if event in JOB_EVENTS:
-        return Job(*payload[:7], duration=payload[7] if len(payload) > 7 else None)
+        return Job(*payload[:7], duration=payload[7] if len(payload) > 7 else None,
+                   state=payload[8] if len(payload) > 8 else None)
     if event == "error":
         name, message = payload
         kind = getattr(errors, name, None)

@@ -283,6 +283,8 @@ class GreenQueue:
             log.warning("start() with no task registered: every job fetched goes back to the "
                         "queue, and fails after unknown_task_grace")
         self.broker.load_scripts()
+        # For stale flushes anywhere: they retry a dead job after its back-off.
+        self.broker.publish_retry_policies(self.registry.tasks.values())
         self._warn_about_server()
         self.events.start()
         if self.child_process_count:
@@ -297,6 +299,8 @@ class GreenQueue:
                                   self.max_params_bytes, self.flush_stale_timeout,
                                   self._exit_when_stuck, self.unknown_task_grace,
                                   about=self._about, serializer=self.serializer)
+            # A retry waits out its task's back-off (committer.py).
+            self._runner.committer.task_of = self.registry.get
         self._runner.start()
         self._state = "running"
 

@@ -3,7 +3,10 @@ pure-Python model of the queue, checking the invariants after every step.
 
 The model covers the job life cycle (issue 13): submits with caller-chosen
 ids (idempotent while a record exists) and coalescing ones, cancel in every
-state, and ended records kept for result_ttl (or deleted at once with 0).
+state, and ended records kept for result_ttl (or deleted at once with 0);
+and retries that wait out a back-off (issue 14), from fail.lua's wait or,
+for dead jobs, from the task's policy in retry_policies: such a job is
+"scheduled", in the delayed set, and still holds its resource.
 After every step: each job is in exactly one state, its record says that
 state (or is gone exactly when it should be), one holder per resource, and
 first runs per resource in submission order."""
@@ -24,6 +27,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
 from greenq.broker import Broker
 from greenq.config import connection_kwargs
 from greenq.keys import Keys
+from greenq.registry import Task
 
 PROCS = ("p1", "p2")
 RESOURCES = (None, "r1", "r2")
@@ -67,7 +71,9 @@ class Model:
         self.locks: dict[str, str] = {}
         self.owned: dict[str, dict[str, str]] = {p: {} for p in PROCS}  # proc -> id -> token
         self.failed: list[str] = []
-        self.delayed: dict[str, bool] = {}           # given back for a knowing worker: due?
+        # given back for a knowing worker, or waiting out a retry's back-off: due?
+        self.delayed: dict[str, bool] = {}
+        self.policies: set[str] = set()              # tasks with a retry policy in Redis
         self.submitted: dict[str, list[int]] = {}    # resource -> serials in submission order
         self.started: dict[str, list[int]] = {}      # resource -> serials in start order
         self.serial = 0
@@ -168,8 +174,10 @@ class Model:
         if job.resource is not None:
             assert self.started[job.resource].pop() == job.serial
 
-    def end_run(self, proc: str, job_id: str, retry: bool, cancelled: bool = False) -> str:
-        """A run ended by fail or a stale flush: "retry", "fail" or "cancel"."""
+    def end_run(self, proc: str, job_id: str, retry: bool, cancelled: bool = False,
+                wait: bool = False) -> str:
+        """A run ended by fail or a stale flush: "retry", "delay" (a retry
+        after a back-off: `wait`), "fail" or "cancel"."""
         del self.owned[proc][job_id]
         job = self.jobs[job_id]
         if job.mark or cancelled:
@@ -178,6 +186,10 @@ class Model:
             return "cancel"
         if retry and job.retries > 0:
             job.retries -= 1
+            if wait:   # it keeps its resource while it waits
+                job.state = "scheduled"
+                self.delayed[job_id] = False
+                return "delay"
             job.state = "pending"
             self.pending.appendleft(job_id)
             return "retry"
@@ -334,8 +346,11 @@ class QueueMachine(RuleBasedStateMachine):
         m.release(job_id)
         m.end(job_id, "cancelled" if cancelled else "succeeded")
 
-    @rule(proc=st.sampled_from(PROCS), pick=st.integers(0, 9), final=st.booleans())
-    def fail(self, proc, pick, final):
+    @rule(proc=st.sampled_from(PROCS), pick=st.integers(0, 9), final=st.booleans(),
+          wait=st.booleans())
+    def fail(self, proc, pick, final, wait=False):
+        """`wait`: a retry waits out a back-off (its task's, as the committer
+        draws it) in the delayed set."""
         job_id = self._some_running(proc, pick)
         if job_id is None:
             return
@@ -343,9 +358,21 @@ class QueueMachine(RuleBasedStateMachine):
         token = m.owned[proc][job_id]
         # A run stopped by JobCancelled says so ("c"); it only is after a cancel.
         how = "c" if m.jobs[job_id].mark and final else "1" if final else "0"
-        code = self.broker.fail(proc, [job_id, token, "boom", how])[0]
-        outcome = m.end_run(proc, job_id, retry=not final)
-        assert code == {"retry": 2, "fail": 1, "cancel": 4}[outcome]
+        code = self.broker.fail(proc, [job_id, token, "boom", how],
+                                waits=[TIMEOUT_MS if wait else 0])[0]
+        outcome = m.end_run(proc, job_id, retry=not final, wait=wait)
+        assert code == {"retry": 2, "delay": 2, "fail": 1, "cancel": 4}[outcome]
+
+    @rule(task=st.sampled_from(TASKS), on=st.booleans())
+    def set_retry_policy(self, task, on):
+        """A worker process of `task` started (Broker.publish_retry_policies),
+        with or without a retry_delay: the flushes read it."""
+        def perform(params):
+            return None
+
+        self.broker.publish_retry_policies(
+            [Task(task, perform, retry_delay=60.0 if on else 0.0)])
+        (self.model.policies.add if on else self.model.policies.discard)(task)
 
     @rule(proc=st.sampled_from(PROCS), pick=st.integers(0, 9))
     def give_back(self, proc, pick):
@@ -411,7 +438,8 @@ class QueueMachine(RuleBasedStateMachine):
         m = self.model
         expected = {}
         for job_id in sorted(m.owned[proc]):
-            expected[job_id] = m.end_run(proc, job_id, retry=True)
+            expected[job_id] = m.end_run(proc, job_id, retry=True,
+                                         wait=m.jobs[job_id].task in m.policies)
         assert flushed == expected
 
     @rule(proc=st.sampled_from(PROCS))
@@ -421,7 +449,8 @@ class QueueMachine(RuleBasedStateMachine):
         m = self.model
         expected = {}
         for job_id in sorted(m.owned[proc]):
-            expected[job_id] = m.end_run(proc, job_id, retry=True)
+            expected[job_id] = m.end_run(proc, job_id, retry=True,
+                                         wait=m.jobs[job_id].task in m.policies)
         assert (reclaimed, left) == (expected, 0)
 
     @rule()
@@ -464,8 +493,9 @@ class QueueMachine(RuleBasedStateMachine):
             pipe.zrange(k.owned(proc), 0, -1)
         for proc in PROCS:
             pipe.smembers(k.cancels(proc))
-        pipe.zrange(k.delayed, 0, -1)
+        pipe.zrange(k.delayed, 0, -1, withscores=True)
         pipe.keys(k.prefix + "job:*")
+        pipe.time()
         for job_id in ids:
             pipe.hmget(k.job(job_id), "state", "cancel", "params", "retries", "task")
             pipe.pttl(k.job(job_id))
@@ -487,7 +517,12 @@ class QueueMachine(RuleBasedStateMachine):
         # a process is told of exactly its running jobs a cancel reached
         for proc, cancels in zip(PROCS, replies[9:11]):
             assert set(strings(cancels)) == {j for j in m.owned[proc] if m.jobs[j].mark}
-        assert sorted(strings(replies[11])) == sorted(m.delayed)
+        assert sorted(job_id.decode() for job_id, _ in replies[11]) == sorted(m.delayed)
+        # a job waiting out a back-off (or for a knowing worker) is not due
+        # before its time: no fetch may promote it yet
+        now = replies[13][0] * 1000 + replies[13][1] // 1000
+        for job_id, due in replies[11]:
+            assert m.delayed[job_id.decode()] or due > now, (job_id, due, now)
         # a record exists exactly for the jobs the model knows: none leaks
         assert sorted(key.decode()[len(k.prefix) + 4:] for key in replies[12]) == ids
 
@@ -500,7 +535,7 @@ class QueueMachine(RuleBasedStateMachine):
             for job_id in members:
                 assert job_id not in place, f"{job_id} both {place[job_id]} and {where}"
                 place[job_id] = where
-        for job_id, record, pttl in zip(ids, replies[13::2], replies[14::2]):
+        for job_id, record, pttl in zip(ids, replies[14::2], replies[15::2]):
             job = m.jobs[job_id]
             state, mark, params, retries, task = record
             assert job.state in STATES
@@ -621,6 +656,26 @@ def test_a_fixed_walk_cancels_a_job_in_every_state_as_the_model_says(redis_serve
             step("result_ttl_passes")
             step("submit", resend=False, rows=[(None, "u", 0, "k1", False)])
             assert walk.model.jobs["k1"].task == "u"      # expired: the id is free again
+        # A retry waiting out a back-off holds r1: the job behind it waits.
+        step("set_retry_policy", task="t", on=True)
+        step("submit", resend=False, rows=[("r1", "t", 2, None, False),
+                                           ("r1", "t", 0, None, False)])
+        backing_off = walk.model.locks["r1"]
+        step("fetch", proc="p2", count=3, wait=False, knows=True)
+        assert state(backing_off) == "active"
+        step("fail", proc="p2", pick=0, final=False, wait=True)
+        assert state(backing_off) == "scheduled" and walk.model.locks["r1"] == backing_off
+        step("fetch", proc="p1", count=3, wait=False, knows=True)   # nothing of r1
+        assert state(backing_off) == "scheduled"
+        step("delayed_jobs_come_due")
+        step("fetch", proc="p1", count=3, wait=False, knows=True)
+        assert state(backing_off) == "active"
+        step("process_goes_silent_then_flush", proc="p1")   # dead: the task's back-off
+        assert state(backing_off) == "scheduled"
+        step("cancel", state="scheduled", pick=0)       # r1 passes to the job behind
+        assert state(backing_off) in ("cancelled", None) and \
+            walk.model.jobs[walk.model.locks["r1"]].state == "pending"
+        step("set_retry_policy", task="t", on=False)
         step("retry_failed")
         step("cancel_an_id_without_a_record", job_id="nope")
         expected = STATES if keep else STATES - {"succeeded"}   # with 0, none is kept

@@ -1223,10 +1223,12 @@ def test_each_lua_include_works_from_its_arguments_alone(q):
 
     reclaimed = q.submit("t", "r2", retries=1)
     q.fetch("host:3:p3", 10)
-    out = include_alone(q, ["release", "reclaim"],
-                        f"local out = {{}} local queue = {queue[:-1]}, failed = KEYS[5]}} "
+    out = include_alone(q, ["release", "backoff", "reclaim"],
+                        f"local out = {{}} local queue = {queue[:-1]}, failed = KEYS[5], "
+                        "delayed = KEYS[6], policies = KEYS[7]} "
                         "return {reclaim(queue, out, ARGV[2], ARGV[3], 'dead'), out}",
-                        (*queue_keys, k.failed), (k.prefix, "host:3:p3", reclaimed))
+                        (*queue_keys, k.failed, k.delayed, k.retry_policies),
+                        (k.prefix, "host:3:p3", reclaimed))
     assert out[0] == 1 and out[1][:2] == [reclaimed.encode(), b"retry"]
     assert q.rec(reclaimed)["state"] == "pending" and q.rec(reclaimed)["error"] == "dead"
 

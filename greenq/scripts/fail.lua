@@ -1,7 +1,10 @@
 --[[
-  Record failed runs. A job with retries left goes to the back of the
-  pending list with one retry fewer and keeps its resource (so the next job
-  of that resource cannot overtake it); otherwise it ends "failed" in the
+  Record failed runs. A job with retries left is retried with one retry
+  fewer and keeps its resource (so the next job of that resource cannot
+  overtake it): at the back of the pending list, or, when its group gives a
+  wait (its task's retry back-off, drawn by the committer), in the delayed
+  set as "scheduled" until then (Redis' clock), from where fetch.lua makes
+  it runnable; otherwise it ends "failed" in the
   failed list and its resource goes to the next waiting job. A job that a
   cancel reached (cancel.lua marked it, or the run ended by JobCancelled)
   ends "cancelled" instead, whatever its retries. Lease-checked like
@@ -12,22 +15,24 @@
     KEYS[3] counts   HASH "active", "waiting" counters
     KEYS[4] failed   LIST of failed job ids, oldest first
     KEYS[5] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    KEYS[6] delayed  ZSET job id -> ms it becomes runnable
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             cancels:<process id>
     ARGV[2] process id
     ARGV[3] "1": drop this process' earlier receipts first (include/receipts.lua)
     ARGV[4] ms to keep an ended record (result_ttl), ARGV[5] at least when watched
             (include/ended.lua)
-    ARGV[6..] groups of 4: job id, lease token, error text, how: "0" retry if
+    ARGV[6..] groups of 5: job id, lease token, error text, how: "0" retry if
               retries are left, "1" final (no retry whatever is left, e.g. an
-              undecodable record), "c" cancelled (the run ended by JobCancelled)
-  Output: one code per job: 2 retried; 1 failed (now, or by an earlier send
+              undecodable record), "c" cancelled (the run ended by JobCancelled),
+              ms a retry waits (0: at once)
+  Output: one code per job: 2 retried (now or after its wait); 1 failed (now, or by an earlier send
           of this finish); 4 cancelled; 0 no record (its resource, if others
           wait for it, is passed on); -1 lease lost
 ]]
 local rcall = redis.call
-local pending_key, locks_key, counts_key, failed_key, held_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pending_key, locks_key, counts_key, failed_key, held_key, delayed_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, proc = ARGV[1], ARGV[2]
 -- @include now_ms
 -- @include check_lease
@@ -42,8 +47,9 @@ local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, ended = {}, 0
 receipts.drop(ARGV[3])
-for i = 6, #ARGV, 4 do
+for i = 6, #ARGV, 5 do
   local id, token, error_text, how = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local wait = tonumber(ARGV[i + 4]) or 0
   local job_key = prefix .. "job:" .. id
   local f, code = receipts.check(job_key, id, token)
   if f then
@@ -56,9 +62,14 @@ for i = 6, #ARGV, 4 do
       end_job(queue, id, job_key, "cancelled", f[7], {})
       code = 4
     elseif retries > 0 and how == "0" then
-      rcall("HSET", job_key, "state", "pending", "retries", retries - 1, "error", error_text)
       rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
-      rcall("LPUSH", pending_key, id)
+      if wait > 0 then
+        rcall("HSET", job_key, "state", "scheduled", "retries", retries - 1, "error", error_text)
+        rcall("ZADD", delayed_key, queue.now + wait, id)
+      else
+        rcall("HSET", job_key, "state", "pending", "retries", retries - 1, "error", error_text)
+        rcall("LPUSH", pending_key, id)
+      end
       code = 2
     else
       rcall("RPUSH", failed_key, id)

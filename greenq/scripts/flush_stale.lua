@@ -20,6 +20,8 @@
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] clock    HASH "seen", "grace_until" (see heartbeat.lua)
     KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    KEYS[9] delayed  ZSET job id -> ms it becomes runnable (a retry's back-off)
+    KEYS[10] retry_policies  HASH task id -> "delay_ms backoff max_ms" (include/backoff.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>, cancels:<process id>
     ARGV[2] limit
@@ -27,12 +29,14 @@
     ARGV[5] "1": forced, ignore the grace after a stall
     ARGV[6] ms to keep an ended record (result_ttl), ARGV[7] at least when watched
             (include/ended.lua)
-  Output: flat, 9 per reclaimed job: id, outcome ("retry", "fail" or "cancel"), task,
+  Output: flat, 9 per reclaimed job: id, outcome ("retry", "delay": retried
+          after a back-off, "fail" or "cancel"), task,
           resource, encoding, params, retries left, attempts, error
 ]]
 local rcall = redis.call
-local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key, held_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, clock_key, held_key,
+      delayed_key, policies_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == "1"
 -- @include now_ms
@@ -40,11 +44,13 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include observe_clock
 -- @include release
 -- @include ended
+-- @include backoff
 -- @include reclaim
 
 local now = now_ms()
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, failed = failed_key, keep = tonumber(ARGV[6]),
+                held = held_key, failed = failed_key, delayed = delayed_key,
+                policies = policies_key, keep = tonumber(ARGV[6]),
                 grace = tonumber(ARGV[7]), now = now }
 local out, moved = {}, 0
 if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then

@@ -15,6 +15,8 @@
     KEYS[5] counts   HASH "active", "waiting" counters
     KEYS[6] failed   LIST of failed job ids, oldest first
     KEYS[7] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
+    KEYS[8] delayed  ZSET job id -> ms it becomes runnable (a retry's back-off)
+    KEYS[9] retry_policies  HASH task id -> "delay_ms backoff max_ms" (include/backoff.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>, cancels:<process id>
     ARGV[2] process id
@@ -26,17 +28,20 @@
           left: how many jobs the process still holds (call again while > 0)
 ]]
 local rcall = redis.call
-local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, held_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local procs_key, beats_key, pending_key, locks_key, counts_key, failed_key, held_key,
+      delayed_key, policies_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local prefix, proc, why, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- @include now_ms
 -- @include touch_process
 -- @include release
 -- @include ended
+-- @include backoff
 -- @include reclaim
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, failed = failed_key, keep = tonumber(ARGV[5]),
+                held = held_key, failed = failed_key, delayed = delayed_key,
+                policies = policies_key, keep = tonumber(ARGV[5]),
                 grace = tonumber(ARGV[6]), now = now_ms() }
 local owned_key = prefix .. "owned:" .. proc
 local out, moved = {}, 0

@@ -1,20 +1,25 @@
 -- reclaim(queue, out, proc, id, why): take job `id` from process `proc`, which
--- died or hung, as a crash: with retries left it goes to the back of the
--- pending list with one retry fewer and keeps its resource (so the next job
--- of that resource cannot overtake it); otherwise to the failed list, and
+-- died or hung, as a crash: with retries left it is retried with one retry
+-- fewer and keeps its resource (so the next job of that resource cannot
+-- overtake it): at the back of the pending list, or, when its task has a
+-- retry policy in queue.policies (include/backoff.lua; the n-th retry for a
+-- job of n attempts), in the delayed set as "scheduled" until its wait is
+-- over (output "delay"); otherwise to the failed list, and
 -- its resource goes to the next waiting job. A job a cancel reached
 -- (cancel.lua marked it) ends "cancelled" instead, not retried. Its error
 -- text is `why`, unless its process left a note for this very lease
 -- (note.lua). Appends the job's output row to `out` (9 values: id, "retry",
--- "fail" or "cancel", task, resource,
+-- "delay", "fail" or "cancel", task, resource,
 -- encoding, params, retries left, attempts, error) and returns true; returns
 -- false when `proc` no longer runs the job (it ended, or runs elsewhere now),
 -- or when its record vanished (eviction, a manual DEL): then a resource it
 -- held goes to the next job waiting, and "active" counts it down at once.
 -- The caller removes `id` from proc's owned set, and counts "active" down by
 -- the number of true returns.
---   queue  as for release() and end_job(), plus failed = LIST of failed job ids
--- Needs include/release and include/ended before it; uses nothing of the
+--   queue  as for release() and end_job(), plus failed = LIST of failed job ids,
+--          delayed = ZSET job id -> ms it becomes runnable, policies = HASH
+--          task id -> retry policy
+-- Needs include/release, include/ended and include/backoff before it; uses nothing of the
 -- including script.
 local rcall = redis.call
 local function reclaim(queue, out, proc, id, why)
@@ -38,10 +43,17 @@ local function reclaim(queue, out, proc, id, why)
     end_job(queue, id, job_key, "cancelled", f[13], { "error", why })
   elseif retries > 0 then
     retries = retries - 1
-    outcome = "retry"
-    rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
     rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
-    rcall("LPUSH", queue.pending, id)
+    local wait = f[3] and backoff_ms(rcall("HGET", queue.policies, f[3]), tonumber(f[8]) or 1) or 0
+    if wait > 0 then
+      outcome = "delay"
+      rcall("HSET", job_key, "state", "scheduled", "retries", retries, "error", why)
+      rcall("ZADD", queue.delayed, queue.now + wait, id)
+    else
+      outcome = "retry"
+      rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
+      rcall("LPUSH", queue.pending, id)
+    end
   else
     rcall("RPUSH", queue.failed, id)
     release(queue, f[4], id)
