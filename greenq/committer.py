@@ -51,7 +51,7 @@ class Committer:
         # job, error text, how (see fail.lua), ms its retry waits
         self._failed: list[tuple[Job, str, str, int]] = []
         # Task id -> its Task, for a retry's back-off (None, or a task it
-        # does not know: retry at once); the registry's get, set at start.
+        # does not know: retry at once); the registry's get, set by Worker.
         self.task_of: Callable[[str], Task | None] | None = None
         self._given_back: list[Job] = []
         self._unknown: list[tuple[Job, str]] = []  # job, why it fails should its grace be over

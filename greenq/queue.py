@@ -299,8 +299,6 @@ class GreenQueue:
                                   self.max_params_bytes, self.flush_stale_timeout,
                                   self._exit_when_stuck, self.unknown_task_grace,
                                   about=self._about, serializer=self.serializer)
-            # A retry waits out its task's back-off (committer.py).
-            self._runner.committer.task_of = self.registry.get
         self._runner.start()
         self._state = "running"
 

@@ -79,6 +79,7 @@ class Worker:
         self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
                                    flush_stale_timeout, unknown_task_grace,
                                    on_cancel=self._cancel_running)
+        self.committer.task_of = registry.get  # a retry waits out its task's back-off
         # Running jobs a cancel reached and whose greenlet got JobCancelled:
         # the heartbeat lists them until they finish, the kill happens once.
         self._cancelled: set[str] = set()

@@ -54,6 +54,9 @@ class ModelJob:
     retries: int
     state: str = "pending"
     mark: bool = False    # a cancel reached it while it ran (record field "cancel")
+    # False while a job submitted with a delay waits for its time: it has no
+    # place in its resource's order yet (its serial is drawn when it gets one).
+    placed: bool = True
 
 
 class Model:
@@ -87,8 +90,9 @@ class Model:
             any(job_id in queue for queue in self.waiting.values())
 
     def skipped(self) -> int:
-        """Cancelled ids still in pending or handoff (counts "skipped")."""
-        return sum(self.jobs[j].state == "cancelled" for j in (*self.pending, *self.handoff))
+        """Cancelled ids and wake-up ids ("") in pending or handoff (counts "skipped")."""
+        return sum(j == "" or self.jobs[j].state == "cancelled"
+                   for j in (*self.pending, *self.handoff))
 
     def end(self, job_id: str, state: str) -> None:
         self.jobs[job_id].state = state
@@ -263,6 +267,29 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert self.broker.add(sent) == (expected_added, expected_ids)
 
+    def _wake_id_pushed(self, pending_was_empty: bool) -> None:
+        """A job put in the delayed set pushes an empty id into an empty
+        pending list when it is due before every other (include/delay.lua);
+        whether it was the earliest depends on drawn back-offs, so the model
+        reads that from Redis. It can only be the head, only after an empty
+        pending, and the list comparison catches one pushed otherwise."""
+        if pending_was_empty and self.client.lindex(self.keys.pending, -1) == b"":
+            self.model.pending.append("")
+
+    @rule(resource=st.sampled_from(RESOURCES), task=st.sampled_from(TASKS))
+    def submit_delayed(self, resource, task):
+        """A job due in ten minutes: scheduled, outside its resource's order
+        until delayed_jobs_come_due and a fetch promotes it."""
+        m = self.model
+        self.counter += 1
+        job_id, params = f"j{self.counter}", f"p{self.counter}".encode()
+        row = [job_id, task, resource or "", "m", params, 0, "0", "+600000"]
+        was_empty = not m.pending
+        assert self.broker.add([row]) == (1, [job_id])
+        self._wake_id_pushed(was_empty)
+        m.jobs[job_id] = ModelJob(0, task, resource, params, 0, state="scheduled", placed=False)
+        m.delayed[job_id] = False
+
     @rule(proc=st.sampled_from(PROCS), count=st.integers(1, 3), wait=st.booleans(),
           knows=st.booleans())
     def fetch(self, proc, count, wait, knows):
@@ -282,12 +309,22 @@ class QueueMachine(RuleBasedStateMachine):
         assert problems == []
         for job_id in promote:  # due delayed jobs join pending before the fetch leases
             del m.delayed[job_id]
-            m.jobs[job_id].state = "pending"
-            m.pending.appendleft(job_id)
+            job = m.jobs[job_id]
+            if not job.placed:   # submitted with a delay: its place in its resource's order
+                m.serial += 1
+                job.serial, job.placed = m.serial, True
+                if job.resource is not None:
+                    m.submitted.setdefault(job.resource, []).append(job.serial)
+                m.enqueue(job_id)
+            else:                # it kept its resource while it waited
+                job.state = "pending"
+                m.pending.appendleft(job_id)
         got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
         expected, passed_over = [], []
         while len(expected) < count and (m.handoff or m.pending):
             job_id = (m.handoff or m.pending).pop()
+            if job_id == "":
+                continue         # a wake-up id: skipped
             if m.jobs[job_id].state == "cancelled":
                 m.bury(job_id)   # skipped: a cancelled job never starts
             elif job_id in promote and not knows:
@@ -358,9 +395,11 @@ class QueueMachine(RuleBasedStateMachine):
         token = m.owned[proc][job_id]
         # A run stopped by JobCancelled says so ("c"); it only is after a cancel.
         how = "c" if m.jobs[job_id].mark and final else "1" if final else "0"
+        was_empty = not m.pending
         code = self.broker.fail(proc, [job_id, token, "boom", how],
                                 waits=[TIMEOUT_MS if wait else 0])[0]
         outcome = m.end_run(proc, job_id, retry=not final, wait=wait)
+        self._wake_id_pushed(was_empty)
         assert code == {"retry": 2, "delay": 2, "fail": 1, "cancel": 4}[outcome]
 
     @rule(task=st.sampled_from(TASKS), on=st.booleans())
@@ -433,6 +472,7 @@ class QueueMachine(RuleBasedStateMachine):
         if self.model.owned[proc]:
             self.client.hset(self.keys.beats, proc, 1)
             self.client.zadd(self.keys.procs, {proc: 1})
+        was_empty = not self.model.pending
         rows = self.broker.flush_stale(1000)
         flushed = {rows[i].decode(): rows[i + 1].decode() for i in range(0, len(rows), 9)}
         m = self.model
@@ -441,9 +481,11 @@ class QueueMachine(RuleBasedStateMachine):
             expected[job_id] = m.end_run(proc, job_id, retry=True,
                                          wait=m.jobs[job_id].task in m.policies)
         assert flushed == expected
+        self._wake_id_pushed(was_empty)
 
     @rule(proc=st.sampled_from(PROCS))
     def process_dies_and_its_master_reclaims_its_jobs(self, proc):
+        was_empty = not self.model.pending
         rows, left = self.broker.reclaim_process(proc, "dead", 1000)
         reclaimed = {rows[i].decode(): rows[i + 1].decode() for i in range(0, len(rows), 9)}
         m = self.model
@@ -452,6 +494,7 @@ class QueueMachine(RuleBasedStateMachine):
             expected[job_id] = m.end_run(proc, job_id, retry=True,
                                          wait=m.jobs[job_id].task in m.policies)
         assert (reclaimed, left) == (expected, 0)
+        self._wake_id_pushed(was_empty)
 
     @rule()
     def retry_failed(self):
@@ -503,6 +546,8 @@ class QueueMachine(RuleBasedStateMachine):
         strings = lambda items: [x.decode() for x in items]  # noqa: E731
         pending, handoff, failed = (strings(reply) for reply in replies[:3])
         locks, held = replies[3], replies[4]
+        # Empty ids are wake-ups for idle workers (include/delay.lua), no
+        # jobs: counted out of "pending" as "skipped" (the stats check below).
         assert pending == list(m.pending) and handoff == list(m.handoff)
         assert failed == m.failed
         assert {a.decode(): b.decode() for a, b in locks.items()} == m.locks
@@ -559,13 +604,13 @@ class QueueMachine(RuleBasedStateMachine):
         # one holder per resource (the lock), and first runs in submission order
         for res in ("r1", "r2"):
             holders = {j for j, job in m.jobs.items()
-                       if job.resource == res and job.state in HOLDING}
+                       if job.resource == res and job.state in HOLDING and job.placed}
             assert holders == ({m.locks[res]} if res in m.locks else set())
             order = m.started.get(res, [])
             first_runs = list(dict.fromkeys(order))
             assert first_runs == sorted(first_runs)
             never_ran = [job.serial for job in m.jobs.values() if job.resource == res
-                         and job.state in NOT_STARTED and job.serial not in order]
+                         and job.state in NOT_STARTED and job.placed and job.serial not in order]
             assert all(serial > max(order, default=0) for serial in never_ran)
         stats = self.broker.stats()
         assert stats["pending"] == len(m.pending) + len(m.handoff) - m.skipped()

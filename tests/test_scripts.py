@@ -58,8 +58,10 @@ class Q:
                 for k, v in self.r.hgetall(self.k.job(job_id)).items()}
 
     def pending(self) -> list[str]:
-        """Pending ids, next to run first."""
-        return [x.decode() for x in reversed(self.r.lrange(self.k.pending, 0, -1))]
+        """Pending ids, next to run first; without the empty wake-up ids
+        (include/delay.lua), which are no jobs (tests/test_time_scripts.py
+        checks those)."""
+        return [x.decode() for x in reversed(self.r.lrange(self.k.pending, 0, -1)) if x]
 
     def failed(self) -> list[str]:
         return [x.decode() for x in self.r.lrange(self.k.failed, 0, -1)]

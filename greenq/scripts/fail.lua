@@ -39,10 +39,11 @@ local prefix, proc = ARGV[1], ARGV[2]
 -- @include release
 -- @include receipts
 -- @include ended
+-- @include delay
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key, keep = tonumber(ARGV[4]), grace = tonumber(ARGV[5]),
-                now = now_ms() }
+                held = held_key, delayed = delayed_key, keep = tonumber(ARGV[4]),
+                grace = tonumber(ARGV[5]), now = now_ms() }
 local receipts = open_receipts(prefix, proc)
 local owned_key = prefix .. "owned:" .. proc
 local codes, ended = {}, 0
@@ -65,7 +66,7 @@ for i = 6, #ARGV, 5 do
       rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
       if wait > 0 then
         rcall("HSET", job_key, "state", "scheduled", "retries", retries - 1, "error", error_text)
-        rcall("ZADD", delayed_key, queue.now + wait, id)
+        delay_job(queue, id, queue.now + wait)
       else
         rcall("HSET", job_key, "state", "pending", "retries", retries - 1, "error", error_text)
         rcall("LPUSH", pending_key, id)

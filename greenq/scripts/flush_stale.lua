@@ -45,6 +45,7 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include release
 -- @include ended
 -- @include backoff
+-- @include delay
 -- @include reclaim
 
 local now = now_ms()

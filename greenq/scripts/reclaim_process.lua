@@ -37,6 +37,7 @@ local prefix, proc, why, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- @include release
 -- @include ended
 -- @include backoff
+-- @include delay
 -- @include reclaim
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,

@@ -12,10 +12,8 @@
   names that job's id. A cancelled one does not count: a new job is added.
   A job with a due time later than Redis' now waits in the delayed set
   (state "scheduled"), outside its resource's order: fetch.lua puts it in
-  that order when it comes due. When it is due before every job that
-  waited there already and pending is empty, an empty id in pending
-  (counted as "skipped", like a cancelled id) wakes one idle worker, whose
-  fetch learns the new earliest due time (see Worker._wake_for_due).
+  that order when it comes due (include/delay.lua wakes an idle worker
+  when it is the earliest there).
   Safe to run twice. A call sent again unchanged (ChannelPool.execute
   re-sends a submit whose connection broke before the reply) finds the mark
   its first run left, sent:<nonce>, and adds nothing, even when a worker ran
@@ -48,6 +46,7 @@ local mark_key = prefix .. "sent:" .. ARGV[2]
 -- @include release
 -- @include enqueue
 -- @include coalesce
+-- @include delay
 
 if not rcall("SET", mark_key, 1, "NX", "PX", ARGV[3]) then
   local first = rcall("GET", mark_key)
@@ -55,9 +54,9 @@ if not rcall("SET", mark_key, 1, "NX", "PX", ARGV[3]) then
   return { 0, {} }
 end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
-                held = held_key }
+                held = held_key, delayed = delayed_key }
 local added, coalesced = 0, {}
-local now, earliest = nil, nil
+local now = nil
 for i = 4, #ARGV, 8 do
   local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
@@ -78,21 +77,8 @@ for i = 4, #ARGV, 8 do
         due = string.sub(due, 1, 1) == "+" and now + tonumber(string.sub(due, 2)) or tonumber(due)
       end
       if due ~= "" and due > now then
-        if not earliest then
-          local first = rcall("ZRANGE", delayed_key, 0, 0, "WITHSCORES")[2]
-          earliest = first and tonumber(first) or math.huge
-        end
-        if due < earliest then
-          -- While pending holds ids no worker is blocked: the next fetch
-          -- learns the new earliest time anyway.
-          if rcall("LLEN", pending_key) == 0 then
-            rcall("LPUSH", pending_key, "")
-            rcall("HINCRBY", counts_key, "skipped", 1)
-          end
-          earliest = -math.huge  -- one wake-up per call is enough
-        end
         rcall("HSET", job_key, "state", "scheduled")
-        rcall("ZADD", delayed_key, due, id)
+        delay_job(queue, id, due)
       else
         enqueue(queue, id, job_key, resource)
       end

@@ -19,7 +19,7 @@
 --   queue  as for release() and end_job(), plus failed = LIST of failed job ids,
 --          delayed = ZSET job id -> ms it becomes runnable, policies = HASH
 --          task id -> retry policy
--- Needs include/release, include/ended and include/backoff before it; uses nothing of the
+-- Needs include/release, include/ended, include/backoff and include/delay before it; uses nothing of the
 -- including script.
 local rcall = redis.call
 local function reclaim(queue, out, proc, id, why)
@@ -48,7 +48,7 @@ local function reclaim(queue, out, proc, id, why)
     if wait > 0 then
       outcome = "delay"
       rcall("HSET", job_key, "state", "scheduled", "retries", retries, "error", why)
-      rcall("ZADD", queue.delayed, queue.now + wait, id)
+      delay_job(queue, id, queue.now + wait)
     else
       outcome = "retry"
       rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
