@@ -8,20 +8,9 @@ from __future__ import annotations
 import pytest
 
 from greenq.registry import Task
-from test_scripts import P1, P2, Q
+from test_scripts import P1, P2, Q, delayed, q  # noqa: F401 - q: the fixture
 
 POLICY = "1000 2.0 5000"  # retry_delay 1 s, doubling, at most 5 s
-
-
-@pytest.fixture
-def q(redis_url, namespace, r):
-    queue = Q(redis_url, namespace, r)
-    yield queue
-    queue.close()
-
-
-def delayed(q) -> dict:
-    return {k.decode(): int(v) for k, v in q.r.zrange(q.k.delayed, 0, -1, withscores=True)}
 
 
 def waited(q, call):

@@ -4,22 +4,10 @@ and rate limits, asserting on raw Redis state by Redis' clock."""
 
 from __future__ import annotations
 
-import pytest
 
-from test_scripts import DEFAULT_MS, P1, P2, Q
+from test_scripts import DEFAULT_MS, P1, P2, come_due, delayed, q  # noqa: F401 - q: the fixture
 
 KNOWS = ["t", 1000, "u", 1000]
-
-
-@pytest.fixture
-def q(redis_url, namespace, r):
-    queue = Q(redis_url, namespace, r)
-    yield queue
-    queue.close()
-
-
-def delayed(q) -> dict:
-    return {k.decode(): int(v) for k, v in q.r.zrange(q.k.delayed, 0, -1, withscores=True)}
 
 
 def submit_due(q, due: str, task="t", resource=None) -> str:
@@ -27,10 +15,6 @@ def submit_due(q, due: str, task="t", resource=None) -> str:
     row[6:] = ["0", due]
     assert q.b.submit([row]) == 1
     return row[0]
-
-
-def come_due(q, job_id) -> None:
-    q.r.zadd(q.k.delayed, {job_id: q.now_ms() - 1})
 
 
 def raw_pending(q) -> list[str]:
