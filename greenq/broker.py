@@ -453,12 +453,12 @@ class Broker:
         self.shared.ping()
 
     def queue_exists(self) -> bool:
-        """Whether this queue was ever used: a submitted job or a worker's
-        first call leaves at least one of its fixed keys behind (`counts`
+        """Whether this queue was ever used: a submitted job, a schedule or a
+        worker's first call leaves at least one of its fixed keys behind (`counts`
         and `clock` stay for good). One EXISTS, no scan of the keyspace."""
         k = self.keys
         return self.shared.exists(k.pending, k.handoff, k.locks, k.counts, k.failed, k.procs,
-                                  k.beats, k.clock) > 0
+                                  k.beats, k.clock, k.schedules) > 0
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         """(id, record) of the `limit` oldest failed jobs."""
