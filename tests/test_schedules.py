@@ -313,3 +313,55 @@ def test_two_schedulers_racing_for_one_occurrence_fire_it_once(make_queue, r, na
     gevent.joinall([gevent.spawn(s.run_once) for s in schedulers], raise_error=True)
     assert sum(s.fired for s in schedulers) == 1
     assert r.llen(f"{namespace}:{{default}}:pending") == 1
+
+
+# -- fire_schedule.lua through its broker method --------------------------------
+
+
+def stored_next_ms(queue, name: str) -> int:
+    return int(queue.broker.shared.zscore(queue.keys.schedules, name))
+
+
+def test_fire_schedule_fires_only_the_stored_occurrence_once_it_is_due(make_queue, r, namespace):
+    queue = make_queue()
+    queue.add_schedule("s", "echo", every=1, params={"p": 1})
+    broker, timing = queue.broker, check_timing(None, 1, "UTC").fields()
+    occurrence = stored_next_ms(queue, "s")
+    now = broker.redis_now_ms()
+    assert broker.fire_schedule("s", occurrence, occurrence + 1000, timing, "j1") == (-1, None)
+    gevent.sleep((occurrence - now) / 1000 + 0.05)
+    now = broker.redis_now_ms()
+    # A next fire time Redis' clock has passed already: refused, to compute again.
+    assert broker.fire_schedule("s", occurrence, now - 1, timing, "j1") == (-2, None)
+    # Another occurrence than the stored one: not ours (someone fired it).
+    assert broker.fire_schedule("s", occurrence - 1000, now + 1000, timing, "j0") == (0, None)
+    # Another timing than the stored one: the schedule changed meanwhile.
+    assert broker.fire_schedule("s", occurrence, now + 1000,
+                                check_timing(None, 2, "UTC").fields(), "j1") == (0, None)
+    assert r.keys(f"{namespace}:{{default}}:job:*") == []
+    assert broker.fire_schedule("s", occurrence, now + 1000, timing, "j1") == (1, "j1")
+    assert broker.fire_schedule("s", occurrence, now + 1000, timing, "j1") == (0, None)
+    assert stored_next_ms(queue, "s") == now + 1000
+    prefix = f"{namespace}:{{default}}:"
+    record = r.hgetall(prefix + "job:j1")
+    assert record[b"task"] == b"echo" and record[b"res"] == b"schedule:s"
+    assert record[b"state"] == b"pending" and record[b"retries"] == b"0"
+    assert r.lrange(prefix + "pending", 0, -1) == [b"j1"]
+    assert r.hget(prefix + "locks", "schedule:s") == b"j1"
+    assert queue.schedules()[0]["last_run"] >= occurrence / 1000
+
+
+def test_a_fire_while_the_last_run_has_not_started_coalesces_into_it(make_queue, r, namespace):
+    queue = make_queue()
+    queue.add_schedule("s", "echo", every=1, params={"v": 1})
+    broker, timing = queue.broker, check_timing(None, 1, "UTC").fields()
+    first = stored_next_ms(queue, "s")
+    gevent.sleep((first - broker.redis_now_ms()) / 1000 + 0.05)
+    assert broker.fire_schedule("s", first, first + 1000, timing, "a")[0] == 1
+    queue.add_schedule("s", "echo", every=1, params={"v": 2})  # same timing: only params change
+    gevent.sleep((first + 1000 - broker.redis_now_ms()) / 1000 + 0.05)
+    assert broker.fire_schedule("s", first + 1000, first + 2000, timing, "b") == (1, "a")
+    prefix = f"{namespace}:{{default}}:"
+    assert r.lrange(prefix + "pending", 0, -1) == [b"a"]
+    assert not r.exists(prefix + "job:b")
+    assert queue.get_job("a").params == {"v": 2}  # latest wins
