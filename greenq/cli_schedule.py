@@ -47,11 +47,11 @@ def schedule_add(name, task_id, cron, every, resource, params, retries, tz, redi
     queue = make_queue(redis_url, namespace, queue_id)
     queue.add_schedule(name, task_id, cron=cron, every=every, resource_id=resource,
                        params=_params(params), retries=retries, tz=tz)
-    [added] = [entry for entry in queue.schedules() if entry["name"] == name] or [None]
-    if added is None:  # removed by someone else meanwhile
+    next_ms = queue.broker.shared.zscore(queue.keys.schedules, name)
+    if next_ms is None:  # removed by someone else meanwhile
         click.echo(f"schedule {name} added")
         return
-    click.echo(f"schedule {name} added; next run {_when(added['next_run'])}")
+    click.echo(f"schedule {name} added; next run {_when(next_ms / 1000)}")
 
 
 def _when(epoch: float | None) -> str:

@@ -50,12 +50,12 @@ class Scheduler:
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._loop)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop firing. A fire under way is one script call: it completes or
-        not at all (then another process fires that occurrence)."""
+    def stop(self) -> None:
+        """Stop firing, at once: a shutdown must not wait for Redis here. A
+        fire cut short is one script call, which Redis ran whole or not at
+        all (then another process, or this one's next start, fires it)."""
         self._stopping.set()
         if self._greenlet is not None:
-            self._greenlet.join(timeout)
             self._greenlet.kill(block=True, timeout=1)
 
     def _loop(self) -> None:

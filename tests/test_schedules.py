@@ -365,3 +365,14 @@ def test_a_fire_while_the_last_run_has_not_started_coalesces_into_it(make_queue,
     assert r.lrange(prefix + "pending", 0, -1) == [b"a"]
     assert not r.exists(prefix + "job:b")
     assert queue.get_job("a").params == {"v": 2}  # latest wins
+
+
+def test_a_worker_child_leaves_firing_to_its_master(make_queue):
+    # greenq.child marks its queue so; the master fires (test_schedule_masters).
+    child = make_queue("echo")
+    child._about = {"role": "child", "index": 0, "master": 1}
+    child.start()
+    assert child._scheduler is None
+    alone = make_queue("echo")
+    alone.start()
+    assert alone._scheduler is not None
