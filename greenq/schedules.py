@@ -16,6 +16,7 @@ skipped minutes match.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -144,6 +145,4 @@ def fire_job_id(name: str, fire_ms: int, max_length: int) -> str:
     job_id = f"sched:{name}:{fire_ms}"
     if len(job_id) <= max_length:
         return job_id
-    import hashlib
-
     return f"sched:#{hashlib.sha1(name.encode()).hexdigest()}:{fire_ms}"
