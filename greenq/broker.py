@@ -551,7 +551,8 @@ class Broker:
     def due_schedules(self, limit: int, client: redis.Redis | None = None
                       ) -> tuple[int, list[tuple[str, int]]]:
         """Redis' now (ms) and the `limit` schedules that fire first, with
-        their next fire time ms, soonest first, in one round trip."""
+        their next fire time ms, soonest first, in one round trip (TIME
+        first: bench W6 tells this read from the heartbeat tick by it)."""
         pipe = (client or self.shared).pipeline(transaction=False)
         pipe.time().zrange(self.keys.schedules, 0, limit - 1, withscores=True)
         (seconds, micros), entries = pipe.execute()
