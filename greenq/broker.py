@@ -500,12 +500,12 @@ class Broker:
         self.shared.ping()
 
     def queue_exists(self) -> bool:
-        """Whether this queue was ever used: a submitted job or a worker's
-        first call leaves at least one of its fixed keys behind (`counts`
+        """Whether this queue was ever used: a submitted job, a schedule or a
+        worker's first call leaves at least one of its fixed keys behind (`counts`
         and `clock` stay for good). One EXISTS, no scan of the keyspace."""
         k = self.keys
         return self.shared.exists(k.pending, k.handoff, k.locks, k.counts, k.failed, k.procs,
-                                  k.beats, k.clock) > 0
+                                  k.beats, k.clock, k.schedules) > 0
 
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         """(id, record) of the `limit` oldest failed jobs."""
@@ -561,3 +561,76 @@ class Broker:
 
     def server_info(self) -> dict:
         return self.shared.info("server")
+
+    # -- schedules -----------------------------------------------------------
+
+    def save_schedule(self, name: str, next_ms: int, timing: dict[str, str],
+                      definition: Sequence) -> tuple[int, int]:
+        """Create or replace schedule `name` (save_schedule.lua). `timing`:
+        Timing.fields(); `definition`: task, resource ("" default),
+        encoding, params blob, retries. Returns (1 created / 2 new timing /
+        3 timing kept, the next fire time ms)."""
+        k = self.keys
+        outcome, stored = self._run(
+            self.shared, "save_schedule", (k.schedules,),
+            (k.prefix, name, next_ms, timing["cron"], timing["every"], timing["tz"], *definition))
+        return int(outcome), int(stored)
+
+    def remove_schedule(self, name: str) -> bool:
+        k = self.keys
+        return self._run(self.shared, "remove_schedule", (k.schedules,), (k.prefix, name)) == 1
+
+    def fire_schedule(self, name: str, fire_ms: int, next_ms: int, timing: dict[str, str],
+                      job_id: str, client: Client = None) -> tuple[int, str | None]:
+        """Fire the occurrence `fire_ms` of `name` (fire_schedule.lua).
+        Returns (1, job id) fired; (0, None) not ours to fire; (-1, None)
+        not due yet; (-2, None) `next_ms` is not after Redis' now."""
+        k = self.keys
+        reply = self._run(client or self.shared, "fire_schedule",
+                          (k.schedules, k.pending, k.locks, k.counts, k.held),
+                          (k.prefix, name, fire_ms, next_ms, timing["cron"], timing["every"],
+                           timing["tz"], job_id))
+        if reply[0] == 1:
+            job = reply[1]
+            return 1, job.decode() if isinstance(job, bytes) else str(job)
+        return int(reply[0]), None
+
+    def due_schedules(self, limit: int, client: redis.Redis | None = None
+                      ) -> tuple[int, list[tuple[str, int]]]:
+        """Redis' now (ms) and the `limit` schedules that fire first, with
+        their next fire time ms, soonest first, in one round trip (TIME
+        first: bench W6 tells this read from the heartbeat tick by it)."""
+        pipe = (client or self.shared).pipeline(transaction=False)
+        pipe.time().zrange(self.keys.schedules, 0, limit - 1, withscores=True)
+        (seconds, micros), entries = pipe.execute()
+        return (seconds * 1000 + micros // 1000,
+                [(name.decode(), int(score)) for name, score in entries])
+
+    def schedule_definitions(self, names: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """HGETALL of each schedule's definition hash, in one round trip."""
+        if not names:
+            return []
+        pipe = self.shared.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.schedule(name))
+        return pipe.execute()
+
+    def all_schedules(self, batch: int = 1000) -> list[tuple[str, int, dict[bytes, bytes]]]:
+        """(name, next fire ms, definition) of every schedule, soonest first."""
+        found: list[tuple[str, int, dict[bytes, bytes]]] = []
+        start = 0
+        while True:
+            entries = self.shared.zrange(self.keys.schedules, start, start + batch - 1,
+                                         withscores=True)
+            names = [name.decode() for name, _ in entries]
+            for name, (_, score), definition in zip(names, entries,
+                                                   self.schedule_definitions(names)):
+                if definition:
+                    found.append((name, int(score), definition))
+            if len(entries) < batch:
+                return found
+            start += batch
+
+    def redis_now_ms(self) -> int:
+        """Redis' clock, epoch ms."""
+        return self._now_ms()

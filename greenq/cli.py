@@ -514,6 +514,12 @@ from .cli_job import COMMANDS as _JOB_COMMANDS  # noqa: E402
 for _command in _JOB_COMMANDS:
     main.add_command(_command)
 
+# `greenq schedule add|list|remove`, in a module of its own.
+from .cli_schedule import COMMANDS as _SCHEDULE_COMMANDS  # noqa: E402
+
+for _command in _SCHEDULE_COMMANDS:
+    main.add_command(_command)
+
 
 if __name__ == "__main__":
     main()

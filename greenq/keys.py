@@ -9,13 +9,13 @@ class Keys:
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
     ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``,
-    ``cancels:<process id>``, ``rate:<task id>``) are
+    ``cancels:<process id>``, ``rate:<task id>``, ``schedule:<name>``) are
     built inside the Lua scripts from `prefix`.
     """
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
                  "beats", "clock", "workers", "alive", "delayed", "rates", "retry_policies",
-                 "ended")
+                 "ended", "schedules")
 
     def __init__(self, namespace: str, queue_id: str) -> None:
         self.prefix = f"{namespace}:{{{queue_id}}}:"
@@ -57,6 +57,9 @@ class Keys:
         # its record carried a "watch" mark (a wait() was on it), published
         # by the script that ended it (include/ended.lua, watch.lua).
         self.ended = self.prefix + "ended"
+        # ZSET schedule name -> next fire time ms; each schedule's definition
+        # is the HASH schedule:<name> (see scripts/save_schedule.lua).
+        self.schedules = self.prefix + "schedules"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -72,3 +75,6 @@ class Keys:
 
     def cancels(self, process_id: str) -> str:
         return f"{self.prefix}cancels:{process_id}"
+
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}schedule:{name}"

@@ -21,7 +21,7 @@ from .health import Health
 from .job import Job, job_from_record, text
 from .keys import Keys
 from .registry import Registry
-from .serializers import get_serializer
+from .serializers import decode_params, get_serializer
 from .server_check import eviction_warning, lua_flaw_warning
 from .waiting import Listener, check_timeout
 
@@ -147,6 +147,7 @@ class GreenQueue:
         # master pid), whose master already checked the server and said so.
         self._about: dict[str, Any] = {"role": "worker"}
         self._redis_run_id: str | None = None
+        self._scheduler: Any = None  # fires schedules once started, unless a child (scheduler.py)
         self._state = "new"
 
     # -- tasks and events ----------------------------------------------------
@@ -300,6 +301,11 @@ class GreenQueue:
                                   self._exit_when_stuck, self.unknown_task_grace,
                                   about=self._about, serializer=self.serializer)
         self._runner.start()
+        if self._about["role"] != "child":  # children leave firing to their master
+            from .scheduler import Scheduler
+
+            self._scheduler = Scheduler(self.broker, self.events.emit)
+            self._scheduler.start()
         self._state = "running"
 
     def _warn_about_server(self) -> None:
@@ -354,6 +360,8 @@ class GreenQueue:
             return
         self._state = "stopping"
         try:
+            if self._scheduler is not None:
+                self._scheduler.stop()
             if self._runner is not None:
                 self._runner.stop(timeout)
             self.events.stop()
@@ -367,6 +375,69 @@ class GreenQueue:
         for running jobs and give them back to the queue now."""
         if self._runner is not None:
             self._runner.hurry()
+
+    # -- schedules -----------------------------------------------------------
+
+    def add_schedule(self, name: str, task_id: str, *, cron: str | None = None,
+                     every: float | None = None, resource_id: str | None = None,
+                     params: Any = None, retries: int = 0, tz: str = "UTC") -> None:
+        """Create or replace the schedule `name`: a job of `task_id` on a
+        five-field `cron` expression read in time zone `tz`, or every
+        `every` seconds (at least 1). Runs of one schedule never overlap:
+        they hold `resource_id`, or "schedule:<name>" when none is given.
+        Replacing a schedule with the same timing keeps its next fire time.
+        Bad arguments raise ParamsError and write nothing. Any process, no
+        gevent needed."""
+        from .schedules import check_timing, next_fire_ms
+
+        try:
+            name = _check_id(name, "schedule name")
+            task_id = _check_id(task_id, "task_id")
+            resource = "" if resource_id is None else \
+                _check_id(resource_id, "resource_id", int_ok=True)
+        except TypeError as exc:
+            raise ParamsError(str(exc)) from None
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ParamsError(f"retries must be an int >= 0, not {retries!r}")
+        timing = check_timing(cron, every, tz)
+        blob = self.serializer.encode(params, self.max_params_bytes)
+        next_ms = next_fire_ms(timing, self.broker.redis_now_ms())
+        self.broker.save_schedule(name, next_ms, timing.fields(),
+                                  (task_id, resource, self.serializer.tag, blob, retries))
+
+    def remove_schedule(self, name: str) -> bool:
+        """Remove the schedule `name`; True when it existed. Jobs it already
+        submitted stay queued."""
+        try:
+            name = _check_id(name, "schedule name")
+        except TypeError as exc:
+            raise ParamsError(str(exc)) from None
+        return self.broker.remove_schedule(name)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, soonest first: name, task_id, cron, every, tz,
+        resource_id (None: its runs hold "schedule:<name>"), params,
+        next_run and last_run (epoch seconds; last_run None before the
+        first fire)."""
+        from .schedules import timing_from_fields
+
+        listed = []
+        for name, next_ms, definition in self.broker.all_schedules():
+            get = definition.get
+            timing = timing_from_fields(text(get(b"cron")) or "", text(get(b"every")) or "",
+                                        text(get(b"tz")) or "UTC")
+            try:
+                params = decode_params(get(b"enc"), get(b"params"), self.max_params_bytes)
+            except JobDecodeError:
+                params = get(b"params")
+            last = get(b"last")
+            listed.append({"name": name, "task_id": text(get(b"task")) or "",
+                           "cron": timing.cron, "every": timing.every, "tz": timing.tz,
+                           "resource_id": text(get(b"res")) or None, "params": params,
+                           "retries": int(get(b"retries") or 0),
+                           "next_run": next_ms / 1000,
+                           "last_run": None if last is None else int(last) / 1000})
+        return listed
 
     # -- failed queue and inspection -------------------------------------------
 

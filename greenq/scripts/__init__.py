@@ -45,4 +45,5 @@ def load(name: str) -> Script:
 
 NAMES = ("submit", "fetch", "complete", "fail", "heartbeat", "flush_stale",
          "give_back", "retry_failed", "delete_failed", "note", "reclaim_process",
-         "give_back_unknown", "cancel", "watch", "failed_select", "wake")
+         "give_back_unknown", "cancel", "watch", "failed_select", "wake",
+         "save_schedule", "remove_schedule", "fire_schedule")
