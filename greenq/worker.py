@@ -202,12 +202,15 @@ class Worker:
         self._alarm = gevent.spawn_later(due_ms / 1000, self._wake)
 
     def _wake(self) -> None:
+        # This alarm has fired: the fetch it wakes may answer before wake.lua
+        # does, and its _wake_for_due must set the next alarm, not take this
+        # running one for an earlier alarm still to come.
+        self._alarm = None
         try:
             due_ms = self.broker.wake()
         except REDIS_TROUBLE:  # the fetch loop reports the outage; its next wait ends anyway
             return
         if due_ms > 0 and not self._stopping:  # Redis' clock is behind ours: not due yet there
-            self._alarm = None
             self._wake_for_due(due_ms)
 
     def _after_fetch_crash(self) -> bool:
