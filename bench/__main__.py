@@ -1,6 +1,6 @@
 """greenq's benchmark suite.
 
-    python -m bench [--workloads W1,W2,W3,W4,W5,W6,W7] [--runs 3] [--redis-url URL]
+    python -m bench [--workloads W1,W2,W3,W4,W5,W6,W7,W8,W9] [--runs 3] [--redis-url URL]
                     [--json FILE] [--quick]
 
 --quick: small counts and one run (unless --runs says otherwise), for CI.
@@ -9,10 +9,11 @@ Starts a throwaway redis-server on a free port unless --redis-url is given
 (then only this run's own keys are written and deleted). Runs each workload
 --runs times and prints median and min-max with the issue's targets beside
 them (shown, not asserted), and the machine, Python, Redis and library
-versions. W1-W4 are the workloads shared with the peers (bench/peers); W5,
-W6 and W7 are greenq's own (W7 run with W4 also gives the ratio of their p99
-latencies, run by run). Exit status 1 when a workload failed or W5 found two
-jobs of one resource running at once (or out of order).
+versions. W1-W4 are the workloads shared with the peers (bench/peers); W5-W9
+are greenq's own (W7 or W8 run with W4 also gives the ratio of their p99
+latencies to W4's, run by run). Exit status 1 when a workload failed, W5
+found two jobs of one resource running at once (or out of order), or W9 found
+more starts in one period than the rate limit allows.
 """
 
 from gevent import monkey
@@ -30,14 +31,15 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 
 import greenq  # noqa: E402
-from bench import report, scale, workloads  # noqa: E402
+from bench import report, scale, timing, workloads  # noqa: E402
 from bench.peers import common  # noqa: E402
 from bench.redis_server import ThrowawayRedis  # noqa: E402
 
 log = logging.getLogger("bench")
 
 MEASURE = {"W1": workloads.w1, "W2": workloads.w2, "W3": workloads.w3, "W4": workloads.w4,
-           "W5": scale.w5, "W6": scale.w6, "W7": workloads.w7}
+           "W5": scale.w5, "W6": scale.w6, "W7": workloads.w7, "W8": timing.w8,
+           "W9": timing.w9}
 PACKAGES = ("greenq", "gevent", "greenlet", "redis", "hiredis", "msgpack")
 
 

@@ -36,6 +36,16 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W7_wake_p50_ms": ("ms", False),
     "W7_wake_p99_ms": ("ms", False),
     "W7_p99_over_W4_p99": ("ratio", False),
+    "W6_redis_bytes_per_scheduled_job": ("bytes", False),
+    "W6_redis_bytes_scheduled_over_queued": ("bytes", False),
+    "W8_lateness_p50_ms": ("ms", False),
+    "W8_lateness_p99_ms": ("ms", False),
+    "W8_lateness_max_ms": ("ms", False),
+    "W9_rate_limited_jobs_per_s": ("jobs/s", True),
+    "W9_share_of_limit": ("steady/limit", True),
+    "W9_most_starts_in_a_period": ("starts", False),
+    "W9_starts_over_limit": ("starts", False),
+    "W8_p99_over_W4_p99": ("ratio", False),
 }
 
 # The figures each workload group produces, in table order.
@@ -48,16 +58,21 @@ GROUPS = {
            "W4_latency_p99_ms_result_ttl_0"],
     "W5": ["W5_resources_jobs_per_s", "W5_hot_jobs_per_s", "W5_overlaps", "W5_order_violations"],
     "W6": ["W6_round_trips_per_tick", "W6_redis_ms_per_tick", "W6_rss_bytes_per_running_job",
-           "W6_redis_bytes_per_queued_job", "W6_redis_bytes_per_kept_record"],
+           "W6_redis_bytes_per_queued_job", "W6_redis_bytes_per_kept_record",
+           "W6_redis_bytes_per_scheduled_job", "W6_redis_bytes_scheduled_over_queued"],
     "W7": ["W7_wake_p50_ms", "W7_wake_p99_ms"],
+    "W8": ["W8_lateness_p50_ms", "W8_lateness_p99_ms", "W8_lateness_max_ms"],
+    "W9": ["W9_rate_limited_jobs_per_s", "W9_share_of_limit", "W9_most_starts_in_a_period",
+           "W9_starts_over_limit"],
 }
 
 # Figures computed from two groups of one run, when both ran: name ->
 # (numerator, denominator), run by run.
-RATIOS = {"W7_p99_over_W4_p99": ("W7_wake_p99_ms", "W4_latency_p99_ms")}
+RATIOS = {"W7_p99_over_W4_p99": ("W7_wake_p99_ms", "W4_latency_p99_ms"),
+          "W8_p99_over_W4_p99": ("W8_lateness_p99_ms", "W4_latency_p99_ms")}
 
 # Figures that are correctness checks: any non-zero run fails the benchmark.
-MUST_BE_ZERO = ("W5_overlaps", "W5_order_violations")
+MUST_BE_ZERO = ("W5_overlaps", "W5_order_violations", "W9_starts_over_limit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +99,14 @@ TARGETS = {
     "W6_redis_bytes_per_queued_job": Target("<= 200 besides params", lambda v: v <= 200),
     "W7_wake_p99_ms": Target("<= 2x W4 p99 of the same run (ratio below)"),
     "W7_p99_over_W4_p99": Target("<= 2", lambda v: v <= 2.0),
+    "W6_redis_bytes_scheduled_over_queued": Target("<= 64", lambda v: v <= 64),
+    "W8_lateness_p99_ms": Target("<= 2x W4 p99 of the same run (ratio below)"),
+    "W8_p99_over_W4_p99": Target("<= 2", lambda v: v <= 2.0),
+    "W9_rate_limited_jobs_per_s": Target("within 5% of 1,000, never above",
+                                         lambda v: 950 <= v <= 1000),
+    "W9_share_of_limit": Target("0.95-1", lambda v: 0.95 <= v <= 1.0),
+    "W9_most_starts_in_a_period": Target("<= 1,000 (the limit)", lambda v: v <= 1000),
+    "W9_starts_over_limit": Target("0 (checked)", lambda v: v == 0),
 }
 
 

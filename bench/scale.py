@@ -9,7 +9,8 @@ submission order.
 W6 runs 10,000 sleeping jobs at once in this process and measures, over a
 few heartbeat ticks, the client round trips and the Redis time per tick,
 then the RSS each running job costs; then the Redis memory of 100,000
-queued jobs without params.
+queued jobs without params, of as many kept ended records, and of as many
+scheduled jobs (submitted with a delay), also as bytes above a queued one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ FULL = ScaleCounts(resources=1000, per_resource=20, hot=2000,
                    running=10_000, sleep_seconds=10.0, ticks=4, queued=100_000)
 QUICK = ScaleCounts(resources=50, per_resource=20, hot=200,
                     running=500, sleep_seconds=8.0, ticks=2, queued=5_000)
+
+
+SCHEDULED_DELAY = 3600.0  # W6: seconds a scheduled job waits (none comes due while measured)
 
 
 def counts(ctx: Context) -> ScaleCounts:
@@ -163,15 +167,15 @@ def running_at_once(ctx: Context, run: int) -> dict:
             "W6_rss_bytes_per_running_job": (rss_running - rss_before) / n}
 
 
-def queued_memory(ctx: Context) -> float:
+def queued_memory(ctx: Context, **when) -> float:
     """Redis bytes per queued job without params, under a namespace as long
-    as the default one."""
+    as the default one. `when`: delay=... for a scheduled job instead."""
     n = counts(ctx).queued
     q = ctx.queue(ctx.prefix)
     try:
-        q.submit_job("bench.job")  # the queue's own keys exist before we measure
+        q.submit_job("bench.job", **when)  # the queue's own keys exist before we measure
         before = traffic.redis_used_memory(ctx.admin)
-        ctx.submit_bulk(q, [{"task_id": "bench.job"}] * n)
+        ctx.submit_bulk(q, [{"task_id": "bench.job", **when}] * n)
         after = traffic.redis_used_memory(ctx.admin)
     finally:
         q.shutdown()
@@ -214,4 +218,11 @@ def w6(ctx: Context, run: int) -> dict:
     figures["W6_redis_bytes_per_queued_job"] = queued_memory(ctx)
     ctx.clean()
     figures["W6_redis_bytes_per_kept_record"] = kept_memory(ctx)
+    ctx.clean()
+    # A job waiting for its time (an hour: none comes due meanwhile), in the
+    # delayed set instead of the pending list.
+    scheduled = queued_memory(ctx, delay=SCHEDULED_DELAY)
+    figures["W6_redis_bytes_per_scheduled_job"] = scheduled
+    figures["W6_redis_bytes_scheduled_over_queued"] = (
+        scheduled - figures["W6_redis_bytes_per_queued_job"])
     return figures

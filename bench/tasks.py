@@ -97,3 +97,10 @@ def resource_job(params):
     pipe.zadd(f"{res}:span", {"last": finished}, gt=True)
     common.record_pipeline(pipe, params, started, finished)
     pipe.execute()
+
+
+@greenq.task("bench.limited", timeout=TIMEOUT, rate_limit="1000/s")
+def limited(params):
+    """W9: the benchmark's job, held to 1,000 starts a second across every
+    process of the queue (the rate limit's own log, by Redis' clock)."""
+    common.perform(params)

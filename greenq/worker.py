@@ -203,7 +203,10 @@ class Worker:
         self._alarm = gevent.spawn_later(due_ms / 1000, self._wake)
 
     def _wake(self) -> None:
-        self._alarm = None  # spent: the fetch that this wakes may set the next one
+        # This alarm has fired: the fetch it wakes may answer before wake.lua
+        # does, and its _wake_for_due must set the next alarm, not take this
+        # running one for an earlier alarm still to come.
+        self._alarm = None
         try:
             due_ms = self.broker.wake()
         except REDIS_TROUBLE:  # the fetch loop reports the outage; its next wait ends anyway
