@@ -3,6 +3,8 @@ tools/test) to keep greenq's public API typed the way callers use it."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import greenq
 from greenq import GreenQueue, Job
 
@@ -10,6 +12,12 @@ from greenq import GreenQueue, Job
 @greenq.task("typed.add", timeout=5.0, time_limit=60.0)
 def add(params: dict) -> int:
     return int(params["a"]) + int(params["b"])
+
+
+@greenq.task("typed.limited", retry_delay=1.0, retry_backoff=2.0, retry_delay_max=60.0,
+             rate_limit="10/s")
+def limited(params: dict) -> None:
+    return None
 
 
 def use_the_api(queue: GreenQueue) -> None:
@@ -36,6 +44,15 @@ def use_the_api(queue: GreenQueue) -> None:
         state: str | None = found.state
         token: int = found.fencing_token
         _ = (state, token, found.result)
+    later: str = queue.submit_job("typed.add", delay=2.5)
+    later = queue.submit_job("typed.add", run_at=datetime.now(timezone.utc))
+    later = queue.submit_job("typed.add", run_at=1_900_000_000.0)
+    queue.add_schedule("nightly", "typed.add", cron="0 3 * * *", tz="Europe/Berlin",
+                       resource_id="r-1", params={"a": 1, "b": 2}, retries=1)
+    queue.add_schedule("often", "typed.add", every=30)
+    schedules: list[dict] = queue.schedules()
+    removed: bool = queue.remove_schedule("often")
+    _ = (later, schedules, removed)
     cancelled: bool = queue.cancel(same)
     running: Job | None = greenq.current_job()
     _ = (cancelled, running)
