@@ -446,13 +446,14 @@ class Broker:
             (k.prefix, mode, task_id, *how))
         return acted, next_cursor, bool(done)
 
-    def _now_ms(self) -> int:
+    def redis_now_ms(self) -> int:
+        """Redis' clock, epoch ms."""
         seconds, micros = self.shared.time()
         return seconds * 1000 + micros // 1000
 
     def stats(self) -> dict[str, int]:
         k = self.keys
-        live_since = self._now_ms() - _GONE_MS
+        live_since = self.redis_now_ms() - _GONE_MS
         pipe = self.shared.pipeline(transaction=True)
         pipe.llen(k.pending).llen(k.handoff).llen(k.failed)
         pipe.hmget(k.counts, "active", "waiting", "skipped").hlen(k.locks).zcard(k.delayed)
@@ -533,7 +534,7 @@ class Broker:
         """Live worker processes, running jobs by process and locked resources
         with their queues, for an operator; at most `limit` of each (reads only)."""
         client, k = self.shared, self.keys
-        now_ms = self._now_ms()
+        now_ms = self.redis_now_ms()
         processes = self.processes(now_ms, limit)
         running = []
         for proc, beat in client.hgetall(k.beats).items():
@@ -631,6 +632,3 @@ class Broker:
                 return found
             start += batch
 
-    def redis_now_ms(self) -> int:
-        """Redis' clock, epoch ms."""
-        return self._now_ms()

@@ -5,7 +5,7 @@
   tasks as a fencing token: every run started holds a larger one than every
   earlier run. Counts as an attempt. An id whose job was cancelled while it
   waited here (cancel.lua) is skipped, and its record left to expire
-  (include/bury.lua); so is an empty id, submit.lua's wake-up call. Also a
+  (include/bury.lua); so is an empty id, a wake-up (include/delay.lua). Also a
   heartbeat for the process: a fetching process is alive.
   First, delayed jobs whose time came (by Redis' clock) become runnable, at
   most `promote` per call: one that holds its resource (a retry's back-off,
@@ -76,8 +76,7 @@ for i = first_pair, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
 
--- Where a pending id has no job record, what the problem text adds. (Rare:
--- the keys' table is built here, not on every fetch.)
+-- Where a pending id has no job record, what the problem text adds.
 local function passed_on(id)
   local resource = release_vanished(queue, id)
   if not resource then return "" end
@@ -170,7 +169,7 @@ while taken < max_jobs and skipped < MAX_SKIPPED do
   local f = id ~= "" and redis.pcall("HMGET", job_key, "task", "res", "enc", "params",
                                      "retries", "attempts", "error", "state")
   if id == "" then
-    skipped = skipped + 1  -- a wake-up call (submit.lua), counted like a cancelled id
+    skipped = skipped + 1  -- a wake-up (include/delay.lua), counted like a cancelled id
   elseif f.err then
     not_a_job(id, job_key, rcall("TYPE", job_key).ok)
   elseif not f[1] and not f[8] and rcall("EXISTS", job_key) == 0 then

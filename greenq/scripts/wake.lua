@@ -18,13 +18,11 @@
 local rcall = redis.call
 local delayed_key, pending_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
 -- @include now_ms
+-- @include delay
 
 local first = rcall("ZRANGE", delayed_key, 0, 0, "WITHSCORES")[2]
 if not first then return -1 end
 local wait = tonumber(first) - now_ms()
 if wait > 0 then return math.ceil(wait) end
-if rcall("LLEN", pending_key) == 0 then
-  rcall("LPUSH", pending_key, "")
-  rcall("HINCRBY", counts_key, "skipped", 1)
-end
+wake_a_worker({ pending = pending_key, counts = counts_key })
 return 0

@@ -9,12 +9,19 @@
 --   queue  the including script's keys: delayed = ZSET, pending = LIST,
 --          counts = HASH
 -- Uses nothing else of the including script.
+--
+-- wake_a_worker(queue): push that empty id if pending is empty (else no
+-- worker is blocked); wake.lua calls it when a delayed job came due.
 local rcall = redis.call
-local function delay_job(queue, id, due)
-  local first = rcall("ZRANGE", queue.delayed, 0, 0, "WITHSCORES")[2]
-  if (not first or due < tonumber(first)) and rcall("LLEN", queue.pending) == 0 then
+local function wake_a_worker(queue)
+  if rcall("LLEN", queue.pending) == 0 then
     rcall("LPUSH", queue.pending, "")
     rcall("HINCRBY", queue.counts, "skipped", 1)
   end
+end
+
+local function delay_job(queue, id, due)
+  local first = rcall("ZRANGE", queue.delayed, 0, 0, "WITHSCORES")[2]
+  if not first or due < tonumber(first) then wake_a_worker(queue) end
   rcall("ZADD", queue.delayed, due, id)
 end
