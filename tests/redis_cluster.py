@@ -17,60 +17,19 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Hashable
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from cluster_topology import Address, NodeView, is_clean, node_on, parse_cluster_nodes, summary
 from redis_server import RedisServer
 
 logger = logging.getLogger(__name__)
 
-SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # Redis Cluster's bus listens on port + 10000
 SETTLE_TIMEOUT = 30.0  # seconds; generous, so a broken cluster fails instead of hanging
 MIGRATE_TIMEOUT_MS = 5000
-Address = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """One line of CLUSTER NODES: a node as one member of the cluster sees it."""
-
-    id: str
-    host: str
-    port: int
-    flags: frozenset[str]
-    master_id: str | None
-    slots: frozenset[int]
-
-    @property
-    def is_master(self) -> bool:
-        return "master" in self.flags
-
-    @property
-    def failed(self) -> bool:
-        return "fail" in self.flags
-
-    @property
-    def address(self) -> Address:
-        return self.host, self.port
-
-
-def parse_cluster_nodes(text: str) -> list[NodeView]:
-    nodes = []
-    for line in text.strip().splitlines():
-        node_id, addr, flags, master, _ping, _pong, _epoch, _link, *slot_fields = line.split()
-        host, port = addr.split("@")[0].rsplit(":", 1)
-        slots: set[int] = set()
-        for item in slot_fields:
-            if item.startswith("["):  # "[slot->-id]" / "[slot-<-id]": an open migration
-                continue
-            first, _, last = item.partition("-")
-            slots.update(range(int(first), int(last or first) + 1))
-        nodes.append(NodeView(node_id, host, int(port), frozenset(flags.split(",")) - {"myself"},
-                              None if master == "-" else master, frozenset(slots)))
-    return nodes
 
 
 @dataclass
@@ -235,8 +194,8 @@ class LocalCluster:
 
     def cluster_client(self, **kwargs) -> RedisCluster:
         """redis-py's cluster client, which follows MOVED and ASK itself."""
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in self.masters()],
-                            **kwargs)
+        nodes = [ClusterNode(host, port) for host, port in self.masters()]
+        return RedisCluster(startup_nodes=nodes, **kwargs)
 
     def live_ports(self) -> list[int]:
         return sorted(port for port, server in self.servers.items()
@@ -247,11 +206,8 @@ class LocalCluster:
             self._admin_clients[port] = self.client(port, decode_responses=True, socket_timeout=2)
         return self._admin_clients[port]
 
-    def _id_of(self, port: int, nodes: Sequence[NodeView] | None = None) -> str:
-        for node in nodes if nodes is not None else self.view():
-            if node.port == port:
-                return node.id
-        raise LookupError(f"no cluster node on port {port}")
+    def _id_of(self, port: int, nodes: list[NodeView] | None = None) -> str:
+        return node_on(nodes if nodes is not None else self.view(), port).id
 
     # -- waiting for the cluster to settle ------------------------------------
 
@@ -266,13 +222,12 @@ class LocalCluster:
             if agreed is not None and (condition is None or condition(agreed)):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"cluster not settled within {timeout}s; a node's view:\n"
-                                   + "\n".join(map(str, self.view())))
+                raise TimeoutError(f"cluster not settled within {timeout}s:\n{self._describe()}")
             time.sleep(0.02)
 
     def _agreed_view(self) -> list[NodeView] | None:
         live = self.live_ports()
-        summaries = set()
+        summaries: set[Hashable] = set()
         nodes: list[NodeView] = []
         try:
             for port in live:
@@ -280,26 +235,29 @@ class LocalCluster:
                 if "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
                     return None
                 nodes = parse_cluster_nodes(admin.execute_command("CLUSTER", "NODES"))
-                if not self._view_is_clean(nodes, live):
+                if not is_clean(nodes, self.servers, live):
                     return None
-                summaries.add(frozenset(
-                    (node.id, node.failed, node.slots) if node.failed else
-                    (node.id, node.is_master, node.master_id, node.slots) for node in nodes))
+                summaries.add(summary(nodes))
                 if not self._replica_link_up(port, nodes):
                     return None
         except redis.RedisError:  # a node just killed or restarting
             return None
         return nodes if len(summaries) == 1 else None
 
-    def _view_is_clean(self, nodes: list[NodeView], live: list[int]) -> bool:
-        """Every node we started is known, the live ones healthy, the dead ones FAIL."""
-        if {node.port for node in nodes} != set(self.servers):
-            return False
-        return all(not node.flags & {"fail?", "handshake", "noaddr"}
-                   and node.failed == (node.port not in live) for node in nodes)
+    def _describe(self) -> str:
+        """Each live node's state and CLUSTER NODES, for a timeout's message."""
+        lines = []
+        for port in self.live_ports():
+            try:
+                admin = self._admin(port)
+                state = admin.execute_command("CLUSTER", "INFO").split()[0]
+                lines += [f"-- node {port}: {state}", admin.execute_command("CLUSTER", "NODES")]
+            except redis.RedisError as error:
+                lines.append(f"-- node {port}: {error!r}")
+        return "\n".join(lines)
 
     def _replica_link_up(self, port: int, nodes: list[NodeView]) -> bool:
-        me = next(node for node in nodes if node.port == port)
+        me = node_on(nodes, port)
         if me.is_master:
             return True
         info = self._admin(port).info("replication")
@@ -421,8 +379,7 @@ class LocalCluster:
 
     def _wait_for_promotion(self, new_port: int, old_port: int, timeout: float) -> None:
         def swapped(nodes: list[NodeView]) -> bool:
-            new = next(node for node in nodes if node.port == new_port)
-            old = next(node for node in nodes if node.port == old_port)
+            new, old = node_on(nodes, new_port), node_on(nodes, old_port)
             return new.is_master and bool(new.slots) and old.master_id == new.id
         self.wait_until_settled(timeout, swapped)
 

@@ -1,6 +1,7 @@
 """The local Redis Cluster fixture (tests/redis_cluster.py), checked with raw
 redis-py only: its slot map, and each cluster event it provokes as a client
-meets it (MOVED, ASK, TRYAGAIN, a manual failover, a killed master).
+meets it (MOVED, ASK, TRYAGAIN, a manual failover and the NOSCRIPT that
+follows it, a killed master).
 
 Recovery times are logged and recorded as test properties; run with
 `-o log_cli=true --log-cli-level=INFO` to see them."""
@@ -14,9 +15,10 @@ import uuid
 import pytest
 import redis
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
-from redis_cluster import SLOTS, LocalCluster
+from cluster_topology import SLOTS
+from redis_cluster import LocalCluster
 
 logger = logging.getLogger(__name__)
 HANG_BOUND = 30.0  # seconds: catches a hang, not a slow machine
@@ -150,12 +152,13 @@ def test_mid_migration_a_moved_key_gets_ask_and_a_split_command_tryagain(redis_c
             assert new_owner.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 11
 
 
-def test_failover_swaps_roles_and_keeps_keys_written_before(redis_cluster, record_property):
+def test_failover_swaps_roles_keeps_keys_but_not_scripts(redis_cluster, record_property):
     master = redis_cluster.masters()[0][1]
     replica = redis_cluster.replicas_of(master)[0][1]
     tag = tag_on(redis_cluster, master)
     with redis_cluster.client(master) as old_master:
         values = write_keys(old_master, tag, 50)
+        sha = old_master.script_load("return 1")
 
     started = time.monotonic()
     promoted = redis_cluster.failover(master)
@@ -170,6 +173,8 @@ def test_failover_swaps_roles_and_keeps_keys_written_before(redis_cluster, recor
     assert redis_cluster.replicas_of(replica) == [("127.0.0.1", master)]
     with redis_cluster.client(replica) as new_master:
         assert new_master.mget(list(values)) == list(values.values())
+        with pytest.raises(NoScriptError):  # Redis does not replicate its script cache
+            new_master.evalsha(sha, 0)
     with redis_cluster.client(master) as demoted, pytest.raises(MovedError) as moved:
         demoted.get(next(iter(values)))
     assert moved.value.port == replica
