@@ -159,7 +159,7 @@ class LocalCluster:
         for port in self.live_ports():
             try:
                 return parse_cluster_nodes(self._admin(port).execute_command("CLUSTER", "NODES"))
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 continue
         raise RuntimeError("no live cluster node")
 
@@ -362,14 +362,14 @@ class LocalCluster:
         self.wait_until_settled(timeout)
 
     def heal(self, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Back to a whole cluster after a test: open migrations finished,
-        killed nodes restarted, everything settled."""
-        for migration in list(self.open_migrations):
-            self.finish_migration(migration)
+        """Back to a whole cluster after a test: killed nodes restarted, open
+        migrations finished, everything settled. Roles stay where they are."""
         for port in sorted(set(self.servers) - set(self.live_ports())):
             self._forget_admin(port)
             self.servers[port].start()
         self.wait_until_settled(timeout)
+        for migration in list(self.open_migrations):
+            self.finish_migration(migration)
 
     def _a_replica_of(self, master_port: int) -> int:
         replicas = self.replicas_of(master_port)

@@ -213,3 +213,25 @@ def test_kill_master_promotes_its_replica_within_a_bounded_time(redis_cluster, r
         read = rejoined.pipeline(transaction=False)  # READONLY holds for its connection
         read.execute_command("READONLY").get(f"{{{tag}}}:after")
         assert read.execute()[1] == b"after"
+
+
+def test_heal_restarts_a_dead_node_and_finishes_an_open_migration(redis_cluster):
+    source = redis_cluster.masters()[0][1]
+    target = other_master(redis_cluster, source)
+    tag = tag_on(redis_cluster, source)
+    slot = redis_cluster.key_slot(tag)
+    with redis_cluster.client(source) as owner:
+        values = write_keys(owner, tag, 6)
+    redis_cluster.begin_migration(slot, target)
+    dead_replica = redis_cluster.replicas()[0][1]
+    redis_cluster.servers[dead_replica].kill()
+
+    redis_cluster.heal()
+
+    assert sorted(redis_cluster.live_ports()) == sorted(redis_cluster.servers)
+    assert not redis_cluster.open_migrations
+    assert redis_cluster.node_for_slot(slot)[1] == target
+    for _, port in redis_cluster.masters():
+        assert len(redis_cluster.replicas_of(port)) == 1
+    with redis_cluster.client(target) as new_owner:
+        assert new_owner.mget(list(values)) == list(values.values())
