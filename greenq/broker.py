@@ -18,7 +18,7 @@ from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
 from .job import ENDED
 from .keys import Keys
-from .nodes import Nodes, redirection, slot_of
+from .nodes import Nodes, redirection, slot_of, try_again
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,6 @@ def rerouted(method: Callable) -> Callable:
             raise
         return method(self, *args, **kwargs)
     return run
-
-
-def _try_again(reply: Any) -> bool:
-    return isinstance(reply, ResponseError) and str(reply).startswith("TRYAGAIN")
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -185,7 +181,7 @@ class Broker:
             if isinstance(reply, Exception) and redirection(reply) is None:
                 raise reply
         for index, result in enumerate(results):
-            if redirection(result) is not None or _try_again(result):
+            if redirection(result) is not None or try_again(result):
                 result = self._follow(calls[index], result)
             if isinstance(result, NoScriptError):
                 # Redis restarted or SCRIPT FLUSH: NOSCRIPT means it did not run.
@@ -214,7 +210,7 @@ class Broker:
                     self.nodes.learn(slot, address)
                 else:
                     asking = [("ASKING",)]
-            elif _try_again(reply):
+            elif try_again(reply):
                 time.sleep(TRYAGAIN_TRIES[1])
             else:
                 return reply

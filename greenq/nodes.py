@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import redis
 from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, TryAgainError
 
 from . import config
 from .channel import ChannelPool, ScriptChannel
@@ -39,7 +40,11 @@ def slot_of(key: str | bytes) -> int:
 
 def redirection(reply: Any) -> tuple[str, int, Address] | None:
     """("MOVED" or "ASK", slot, (host, port)) for a redirection error reply,
-    None for anything else."""
+    None for anything else. redis-py parses both into AskError (MovedError
+    a subclass), without the code word."""
+    if isinstance(reply, AskError):
+        kind = "MOVED" if isinstance(reply, MovedError) else "ASK"
+        return kind, reply.slot_id, (reply.host or "127.0.0.1", reply.port)
     if not isinstance(reply, redis.ResponseError):
         return None
     words = str(reply).split()
@@ -47,6 +52,13 @@ def redirection(reply: Any) -> tuple[str, int, Address] | None:
         return None
     host, _, port = words[2].rpartition(":")
     return words[0], int(words[1]), (host or "127.0.0.1", int(port))
+
+
+def try_again(reply: Any) -> bool:
+    """A TRYAGAIN reply: a script whose keys a slot migration has split
+    between two nodes for the moment; it did not run."""
+    return isinstance(reply, TryAgainError) or (
+        isinstance(reply, redis.ResponseError) and str(reply).startswith("TRYAGAIN"))
 
 
 class Nodes:
