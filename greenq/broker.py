@@ -149,7 +149,7 @@ class Broker:
         channel follows this partition to the node that serves it now."""
         try:
             if client is None:
-                return self.lanes.execute(commands, resend_safe)
+                return self._send_shared(commands, resend_safe)
             if isinstance(client, ScriptChannel):
                 if self.nodes.cluster:
                     self.nodes.point(client, self.address)
@@ -161,6 +161,27 @@ class Broker:
         except CONNECTION_ERRORS:
             self.nodes.stale()  # a dead master: its replica may serve the slot soon
             raise
+
+    def _send_shared(self, commands: list[Sequence], resend_safe: bool) -> list:
+        """On a shared channel of this partition's node. On a cluster, a
+        node that cannot be reached may have been replaced (a failover): the
+        slot map is read again and, when it names another node, the call is
+        sent there, if nothing of it can have run (no connection was made,
+        or the commands are safe to send twice)."""
+        address = self.address
+        try:
+            return self.nodes.lanes(address).execute(commands, resend_safe)
+        except CONNECTION_ERRORS as exc:
+            if not self.nodes.cluster or not (resend_safe or "connecting to" in str(exc)):
+                raise
+            self.nodes.stale()
+            try:
+                self.nodes.refresh(wait=True)
+            except CONNECTION_ERRORS:
+                raise exc from None
+            if self.address == address:
+                raise
+        return self.nodes.lanes(self.address).execute(commands, resend_safe)
 
     def _evalsha(self, call: tuple[str, Sequence, Sequence]) -> tuple:
         name, keys, args = call

@@ -61,6 +61,10 @@ def try_again(reply: Any) -> bool:
         isinstance(reply, redis.ResponseError) and str(reply).startswith("TRYAGAIN"))
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class Nodes:
     """The nodes of one Redis deployment. `seeds`: the cluster nodes a
     `redis+cluster://` URL named (None: a single node, `connection`'s)."""
@@ -73,6 +77,7 @@ class Nodes:
         self._pools: dict[Address | None, ChannelPool] = {}
         self._clients: dict[Address | None, redis.Redis] = {}
         self._slots: list[Address] = []
+        self._known: list[Address] = []  # every node the last slot map named
         self._stale = self.cluster
         self._refreshed_at = float("-inf")
 
@@ -138,13 +143,18 @@ class Nodes:
             self._slots[slot] = address
         self.stale()
 
-    def refresh(self) -> None:
-        """Read the slot map from the first node that answers."""
+    def refresh(self, wait: bool = False) -> None:
+        """Read the slot map from the first node that answers; not again
+        within REFRESH_EVERY of the last read, unless `wait`: then once that
+        time is over (a caller that must know the map after a failure)."""
         now = time.monotonic()
         if self._slots and now - self._refreshed_at < REFRESH_EVERY:
-            return
+            if not wait:
+                return
+            time.sleep(REFRESH_EVERY - (now - self._refreshed_at))
+            now = time.monotonic()
         self._refreshed_at = now
-        candidates = list(dict.fromkeys([*self._seeds, *self._masters()]))
+        candidates = list(dict.fromkeys([*self._masters(), *self._seeds, *self._known]))
         problems = []
         for host, port in candidates:
             kwargs = {**self.kwargs((host, port)), "socket_timeout": REFRESH_TIMEOUT,
@@ -159,15 +169,18 @@ class Nodes:
             finally:
                 connection.disconnect()
             slots: list[Address] = [None] * SLOTS  # type: ignore[list-item]
-            for entry in ranges:
-                start, end, master = entry[0], entry[1], entry[2]
-                master_host = master[0].decode() if isinstance(master[0], bytes) else master[0]
+            known = []
+            for start, end, *serving in ranges:
+                # The master first, then its replicas: one may be the next master.
+                addresses = [(_text(node[0]) or host, int(node[1])) for node in serving]
+                known += addresses
                 for slot in range(int(start), int(end) + 1):
-                    slots[slot] = (master_host or host, int(master[1]))
+                    slots[slot] = addresses[0]
             if any(address is None for address in slots):
                 problems.append(f"{host}:{port}: not every slot is served")
                 continue
             self._slots = slots
+            self._known = list(dict.fromkeys(known))
             self._stale = False
             return
         raise redis.ConnectionError("no Redis Cluster node gave a full slot map: "

@@ -380,7 +380,10 @@ class GreenQueue:
     def _after_outage(self) -> None:
         """Redis answers again: say so loudly if it is a new server process
         (restarted), which lost every job unless it kept its data on disk.
-        A log line, not an `error` event: the outage already had its one."""
+        A log line, not an `error` event: the outage already had its one.
+        Not on a cluster, where a failover puts another server in place."""
+        if self.nodes.cluster:
+            return
         try:
             run_id = self.broker.shared.info("server").get("run_id")
         except Exception:  # noqa: BLE001 - a check, not a reason to fail
