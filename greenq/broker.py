@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
+from .errors import BrokerError
 from .job import ENDED
 from .keys import Keys
 
@@ -34,6 +35,11 @@ Client = Union[redis.Redis, ScriptChannel, None]
 
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
 _GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
+
+# The scripts whose writes a broker with `replicas` waits for (Redis WAIT):
+# a submit and a job's finish. Fetches, heartbeats and flushes do not: what
+# they write is rebuilt (a lost lease runs the job again) after a failover.
+ACKNOWLEDGED = frozenset({"submit", "complete", "fail", "give_back", "give_back_unknown"})
 
 
 def _flag(value: bool) -> str:
@@ -57,7 +63,7 @@ class Broker:
     """Redis access for one queue (`keys`)."""
 
     def __init__(self, connection: dict[str, Any], keys: Keys,
-                 result_ttl: float = config.DEFAULT_RESULT_TTL) -> None:
+                 result_ttl: float = config.DEFAULT_RESULT_TTL, replicas: int = 0) -> None:
         self.keys = keys
         # How long scripts keep an ended job's record (include/ended.lua):
         # result_ttl, and at least the grace when someone waits on it.
@@ -72,6 +78,13 @@ class Broker:
         # What this process' heartbeats register it as (heartbeat.lua): its
         # JSON once its worker started, "" before and after (Worker.start, stop).
         self.registration = ""
+        # replicas > 0: a round trip that runs an ACKNOWLEDGED script ends
+        # with one WAIT (see _send). Its timeout stays under the socket
+        # timeout, so an unconfirmed write is told from a broken connection.
+        self.replicas = replicas
+        self.replica_wait = min(config.REPLICA_WAIT,
+                                (self.socket_timeout or config.SOCKET_TIMEOUT) / 2)
+        self._acknowledged_shas = {self.scripts[name].sha for name in ACKNOWLEDGED}
 
     def channel(self, size: int = 1) -> redis.Redis:
         """A client with its own pool of `size` connections; callers wait for a
@@ -101,15 +114,40 @@ class Broker:
 
     def _send(self, client: Client, commands: list[Sequence], resend_safe: bool = False) -> list:
         """`commands` in one round trip; replies in order, error replies in
-        their place. `client` None: a shared script channel."""
+        their place. `client` None: a shared script channel.
+
+        With `replicas`, a round trip that runs an ACKNOWLEDGED script also
+        carries one WAIT, last: Redis answers it once that many replicas have
+        every write of this connection so far (the scripts' included), and
+        BrokerError is raised when fewer confirm within `replica_wait`. The
+        scripts did run on the master then; only their copies are unsure."""
+        acknowledged = self.replicas > 0 and any(
+            command[0] == "EVALSHA" and command[1] in self._acknowledged_shas
+            for command in commands)
+        if acknowledged:
+            commands = [*commands, ("WAIT", self.replicas, int(self.replica_wait * 1000))]
         if client is None:
-            return self.lanes.execute(commands, resend_safe)
-        if isinstance(client, ScriptChannel):
-            return client.execute(commands)
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=False)
+            replies = self.lanes.execute(commands, resend_safe)
+        elif isinstance(client, ScriptChannel):
+            replies = client.execute(commands)
+        else:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = pipe.execute(raise_on_error=False)
+        if acknowledged:
+            self._check_confirmed(replies.pop())
+        return replies
+
+    def _check_confirmed(self, confirmed: Any) -> None:
+        """Raise unless WAIT's reply says `replicas` replicas have the writes."""
+        if isinstance(confirmed, Exception):
+            raise confirmed  # e.g. NOPERM: the ACL user needs +wait
+        if confirmed < self.replicas:
+            raise BrokerError(
+                f"Redis ran the write, but only {confirmed} of {self.replicas} replicas "
+                f"confirmed it within {self.replica_wait:g} s; it may be lost if the master "
+                f"fails over")
 
     def _evalsha(self, call: tuple[str, Sequence, Sequence]) -> tuple:
         name, keys, args = call
