@@ -5,8 +5,10 @@ with SIGKILL and the replica promoted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -20,6 +22,7 @@ from greenq.keys import Keys
 from conftest import TASKS, wait_until
 from redis_server import RedisServer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_TASK = os.path.join(TASKS, "core_record.py")
 NOOP_TASK = os.path.join(TASKS, "embed_noop.py")
 # A generous bound on a submit the replicas do not confirm: the WAIT's 5 s
@@ -200,3 +203,21 @@ def test_acknowledged_jobs_survive_the_failover_of_their_master(servers, queues)
     assert promoted.stats()["pending"] == 1000
     jobs = [promoted.get_job(job_id) for job_id in ids]
     assert [job.state if job else None for job in jobs] == ["pending"] * 1000
+
+
+def test_the_bench_compares_both_settings_and_worker_children_wait_too(tmp_path):
+    # W2 drains with worker children (greenq run -c 2): their WAITs show
+    # that a child gets replicas from its master.
+    out = tmp_path / "replicas.json"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("GREENQ_REDIS_URL", "REDIS_URL")}
+    done = subprocess.run([sys.executable, "-m", "bench.replicas", "--quick", "--rounds", "1",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for setting in ("replicas=0", "replicas=1"):
+        for name in ("W1_submit_single", "W1_submit_bulk", "W2_drain"):
+            assert figures[setting][name][0] > 0, (setting, name)
+    assert figures["replicas=0"]["W2_waits_per_job"] == [0]
+    assert 0 < figures["replicas=1"]["W2_waits_per_job"][0] <= 1
