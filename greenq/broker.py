@@ -28,6 +28,12 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError,
 REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 
 
+class UnconfirmedWriteError(BrokerError, redis.RedisError):
+    """Raised when Redis ran a write but fewer replicas than `Broker.replicas`
+    confirmed it in time. A BrokerError for callers (submit_job); Redis
+    trouble (REDIS_TROUBLE) for the worker loops, which ride it out."""
+
+
 # Where a script call runs: a script channel (the hot paths), a redis-py
 # client (queries, admin calls, the lifeline thread), or None where a
 # method's doc says what it picks.
@@ -136,15 +142,17 @@ class Broker:
                 pipe.execute_command(*command)
             replies = pipe.execute(raise_on_error=False)
         if acknowledged:
-            self._check_confirmed(replies.pop())
+            self._check_confirmed(replies.pop(), replies)
         return replies
 
-    def _check_confirmed(self, confirmed: Any) -> None:
+    def _check_confirmed(self, confirmed: Any, replies: list) -> None:
         """Raise unless WAIT's reply says `replicas` replicas have the writes."""
         if isinstance(confirmed, Exception):
+            if any(isinstance(reply, Exception) for reply in replies):
+                return  # the scripts' own error says more (READONLY: a demoted master)
             raise confirmed  # e.g. NOPERM: the ACL user needs +wait
         if confirmed < self.replicas:
-            raise BrokerError(
+            raise UnconfirmedWriteError(
                 f"Redis ran the write, but only {confirmed} of {self.replicas} replicas "
                 f"confirmed it within {self.replica_wait:g} s; it may be lost if the master "
                 f"fails over")

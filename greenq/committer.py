@@ -13,7 +13,7 @@ import gevent
 import gevent.event
 
 from . import config, joblog
-from .broker import REDIS_TROUBLE, Broker
+from .broker import REDIS_TROUBLE, Broker, UnconfirmedWriteError
 from .errors import BrokerError, LeaseLostError, UnknownTaskError
 from .health import Health
 from .job import ROW, Job, decode_row
@@ -268,7 +268,7 @@ class Committer:
             self._resending.update(job.id for job, _, _ in succeeded)
             self._resending.update(job.id for job, _, _, _ in failed)
             self._resending.update(job.id for job in given_back)
-            if isinstance(exc, BrokerError):  # replicas did not confirm (the WAIT took its time)
+            if isinstance(exc, UnconfirmedWriteError):  # the WAIT took its time: no back-off
                 self._replicas_behind(exc)
                 return False
             if not isinstance(exc, REDIS_TROUBLE):
@@ -290,7 +290,7 @@ class Committer:
             handler(result)
         return True
 
-    def _replicas_behind(self, exc: BrokerError) -> None:
+    def _replicas_behind(self, exc: UnconfirmedWriteError) -> None:
         # One error event per outage, as Health does for an unreachable Redis
         # (its state is shared with the fetcher, whose calls still work).
         if not self._unconfirmed:

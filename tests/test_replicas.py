@@ -15,6 +15,7 @@ import uuid
 
 import gevent
 import pytest
+import redis
 
 from greenq import BrokerError, GreenQueue
 from greenq.keys import Keys
@@ -142,9 +143,10 @@ def test_a_submit_raises_when_the_replica_does_not_confirm(servers, queues):
     keys = Keys(queue.namespace, queue.queue_id)
     paused(replica)
     began = time.monotonic()
-    with pytest.raises(BrokerError, match="only 0 of 1 replicas confirmed"):
+    with pytest.raises(BrokerError, match="only 0 of 1 replicas confirmed") as info:
         queue.submit_job("embed.noop", job_id="job-1")
     assert time.monotonic() - began < UNCONFIRMED_WITHIN
+    assert isinstance(info.value, redis.RedisError)  # Redis trouble to the worker loops
     # As the docstring says: the job is on the master all the same...
     assert master.client().hget(keys.job("job-1"), "task") == b"embed.noop"
     resumed(replica)
@@ -190,6 +192,16 @@ def test_unconfirmed_finishes_are_held_then_sent_again_once(servers, queues):
     keys, on_replica = Keys(worker.namespace, worker.queue_id), replica.client()
     assert [on_replica.hget(keys.job(job_id), "state") for job_id in ids] == [b"succeeded"] * 5
     assert len(seen["error"]) == 1  # one error event for the whole outage
+
+
+def test_a_submit_to_a_replica_is_refused_as_read_only_not_by_wait(servers, queues):
+    # What a demoted master answers after a failover: the script's READONLY
+    # (an outage to ride out), not WAIT's own complaint about replicas.
+    _master, replica = servers
+    queue = queues(replica, replicas=1)
+    queue.broker.load_scripts()
+    with pytest.raises(redis.ReadOnlyError):
+        queue.submit_job("embed.noop")
 
 
 def test_acknowledged_jobs_survive_the_failover_of_their_master(servers, queues):
