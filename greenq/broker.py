@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
+from .errors import BrokerError
 from .job import ENDED
 from .keys import Keys
 from .nodes import Nodes, redirection, slot_of, try_again
@@ -29,6 +30,12 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError,
 REDIS_TROUBLE = (redis.RedisError, ConnectionError, OSError)
 
 
+class UnconfirmedWriteError(BrokerError, redis.RedisError):
+    """Raised when Redis ran a write but fewer replicas than `Broker.replicas`
+    confirmed it in time. A BrokerError for callers (submit_job); Redis
+    trouble (REDIS_TROUBLE) for the worker loops, which ride it out."""
+
+
 # Where a script call runs: a script channel (the hot paths), a redis-py
 # client (queries, admin calls, the lifeline thread), or None where a
 # method's doc says what it picks.
@@ -36,6 +43,11 @@ Client = Union[redis.Redis, ScriptChannel, None]
 
 _STALL_ARGS = (int(config.REDIS_STALL * 1000), int(config.STALL_GRACE * 1000))
 _GONE_MS = int(config.PROCESS_GONE_AFTER * 1000)
+
+# The scripts whose writes a broker with `replicas` waits for (Redis WAIT):
+# a submit and a job's finish. Fetches, heartbeats and flushes do not: what
+# they write is rebuilt (a lost lease runs the job again) after a failover.
+ACKNOWLEDGED = frozenset({"submit", "complete", "fail", "give_back", "give_back_unknown"})
 
 
 def _flag(value: bool) -> str:
@@ -89,7 +101,7 @@ class Broker:
     `connection` (a Nodes; a dict of connection settings: one plain Redis)."""
 
     def __init__(self, connection: dict[str, Any] | Nodes, keys: Keys,
-                 result_ttl: float = config.DEFAULT_RESULT_TTL) -> None:
+                 result_ttl: float = config.DEFAULT_RESULT_TTL, replicas: int = 0) -> None:
         self.keys = keys
         # How long scripts keep an ended job's record (include/ended.lua):
         # result_ttl, and at least the grace when someone waits on it.
@@ -102,6 +114,14 @@ class Broker:
         # What this process' heartbeats register it as (heartbeat.lua): its
         # JSON once its worker started, "" before and after (Worker.start, stop).
         self.registration = ""
+        # replicas > 0: a round trip that runs an ACKNOWLEDGED script ends
+        # with one WAIT (see _send). Its timeout stays under the socket
+        # timeout, so an unconfirmed write is told from a broken connection.
+        self.replicas = replicas
+        self.replica_wait = min(config.REPLICA_WAIT,
+                                (self.socket_timeout or config.SOCKET_TIMEOUT) / 2)
+        self._acknowledged_shas = {self.scripts[name].sha for name in ACKNOWLEDGED}
+        self._scripts_sent: set = set()  # nodes this broker loaded its scripts on (replicas)
 
     @property
     def address(self) -> Any:
@@ -146,21 +166,50 @@ class Broker:
     def _send(self, client: Client, commands: list[Sequence], resend_safe: bool = False) -> list:
         """`commands` in one round trip; replies in order, error replies in
         their place. `client` None: a shared script channel. A script
-        channel follows this partition to the node that serves it now."""
+        channel follows this partition to the node that serves it now.
+
+        With `replicas`, a round trip that runs an ACKNOWLEDGED script also
+        carries one WAIT, last: Redis answers it once that many replicas have
+        every write of this connection so far (the scripts' included), and
+        BrokerError is raised when fewer confirm within `replica_wait`. The
+        scripts did run on the master then; only their copies are unsure."""
+        acknowledged = self.replicas > 0 and any(
+            command[0] == "EVALSHA" and command[1] in self._acknowledged_shas
+            for command in commands)
+        if acknowledged:
+            commands = [*commands, ("WAIT", self.replicas, int(self.replica_wait * 1000))]
         try:
             if client is None:
-                return self._send_shared(commands, resend_safe)
-            if isinstance(client, ScriptChannel):
+                replies = self._send_shared(commands, resend_safe)
+            elif isinstance(client, ScriptChannel):
                 if self.nodes.cluster:
                     self.nodes.point(client, self.address)
-                return client.execute(commands)
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return pipe.execute(raise_on_error=False)
+                replies = client.execute(commands)
+            else:
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = pipe.execute(raise_on_error=False)
         except CONNECTION_ERRORS:
             self.nodes.stale()  # a dead master: its replica may serve the slot soon
             raise
+        if acknowledged:
+            self._check_confirmed(replies.pop(), replies)
+        return replies
+
+    def _check_confirmed(self, confirmed: Any, replies: list) -> None:
+        """Raise unless WAIT's reply says `replicas` replicas have the writes."""
+        if any(isinstance(reply, Exception) for reply in replies):
+            # The scripts' own error says more (READONLY: a demoted master);
+            # a NOSCRIPT or a redirection is sent again, with a WAIT of its own.
+            return
+        if isinstance(confirmed, Exception):
+            raise confirmed  # e.g. NOPERM: the ACL user needs +wait
+        if confirmed < self.replicas:
+            raise UnconfirmedWriteError(
+                f"Redis ran the write, but only {confirmed} of {self.replicas} replicas "
+                f"confirmed it within {self.replica_wait:g} s; it may be lost if the master "
+                f"fails over")
 
     def _send_shared(self, commands: list[Sequence], resend_safe: bool) -> list:
         """On a shared channel of this partition's node. On a cluster, a
@@ -195,6 +244,12 @@ class Broker:
         EVALSHA and reload only on NOSCRIPT, re-running just those calls."""
         if not calls:
             return []
+        if self.replicas and self.address not in self._scripts_sent:
+            # A NOSCRIPT would cost the WAIT behind it its whole timeout
+            # (nothing was written): load them with the first call instead.
+            self._scripts_sent.add(self.address)
+            before = [*[("SCRIPT", "LOAD", script.source) for script in self.scripts.values()],
+                      *before]
         replies = self._send(client, [*before, *map(self._evalsha, calls)], resend_safe)
         results = replies[len(before):]
         for reply in replies[:len(before)]:
@@ -236,8 +291,15 @@ class Broker:
             else:
                 return reply
             script = self.scripts[call[0]]
-            loaded, *_, reply = self.nodes.lanes(address).execute(
-                [("SCRIPT", "LOAD", script.source), *asking, self._evalsha(call)], False)
+            evalsha = self._evalsha(call)
+            commands = [("SCRIPT", "LOAD", script.source), *asking, evalsha]
+            acknowledged = self.replicas > 0 and evalsha[1] in self._acknowledged_shas
+            if acknowledged:
+                commands.append(("WAIT", self.replicas, int(self.replica_wait * 1000)))
+            replies = self.nodes.lanes(address).execute(commands, False)
+            if acknowledged:
+                self._check_confirmed(replies.pop(), replies)
+            loaded, reply = replies[0], replies[-1]
             if isinstance(loaded, Exception):
                 raise loaded
         return reply

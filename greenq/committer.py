@@ -14,8 +14,8 @@ import gevent
 import gevent.event
 
 from . import config, joblog
-from .broker import REDIS_TROUBLE, Broker
-from .errors import LeaseLostError, UnknownTaskError
+from .broker import REDIS_TROUBLE, Broker, UnconfirmedWriteError
+from .errors import BrokerError, LeaseLostError, UnknownTaskError
 from .health import Health
 from .job import ROW, Job, decode_row
 from .outcomes import Outcome
@@ -66,6 +66,9 @@ class Committer:
         # Finished here, outcome not yet acknowledged by Redis (buffered or in
         # flight): Redis still lists them as owned, yet they are no orphans.
         self.unsettled: set[str] = set()
+        # With Broker.replicas: the last finishes ran on the master but its
+        # replicas did not confirm them (BrokerError); held and sent again.
+        self._unconfirmed = False
         self._wake = gevent.event.Event()
         self._stopping = False
         self._crashes_while_stopping = 0
@@ -197,7 +200,8 @@ class Committer:
                     next_tick = now + self.tick_interval
                 if flush:
                     next_flush = now + self.flush_interval
-            elif self._stopping and self.health.down and self._give_up_on_stop():
+            elif self._stopping and (self.health.down or self._unconfirmed) \
+                    and self._give_up_on_stop():
                 return
 
     def _after_crash(self) -> bool:
@@ -288,7 +292,10 @@ class Committer:
                                                            self.unknown_task_grace_ms, drop))
                 handlers.append(lambda codes, jobs=unknown:
                                 self._after_give_back_unknown(jobs, codes))
-            if tick:
+            # A re-send on a new connection may write nothing (receipts answer
+            # it), and WAIT covers only this connection's writes: the heartbeat,
+            # which always writes, makes it cover the first send's too.
+            if tick or (self._resending and broker.replicas):
                 calls.append(broker.heartbeat_call(pid))
                 handlers.append(self._after_heartbeat)
             if flush:
@@ -317,6 +324,9 @@ class Committer:
             self._resending.update(job.id for job, _, _ in succeeded)
             self._resending.update(job.id for job, _, _, _ in failed)
             self._resending.update(job.id for job in given_back)
+            if isinstance(exc, UnconfirmedWriteError):  # the WAIT took its time: no back-off
+                self._replicas_behind(exc)
+                return False
             if not isinstance(exc, REDIS_TROUBLE):
                 raise  # a bug, or the stop's deadline: supervisor.py / stop() deal with it
             gevent.sleep(self.health.trouble(exc, loops[0], also=tuple(loops[1:])))
@@ -324,6 +334,9 @@ class Committer:
         self.round_trips += 1
         for loop in loops:
             self.health.ok(loop)
+        if self._unconfirmed:
+            self._unconfirmed = False
+            log.warning("Redis' replicas confirm the finishes again")
         if succeeded or failed or given_back or unknown:
             self._receipts_written = True
         self.unsettled.difference_update(job.id for job, _, _ in succeeded)
@@ -333,6 +346,14 @@ class Committer:
         for handler, result in zip(handlers, results):
             handler(result)
         return True
+
+    def _replicas_behind(self, exc: UnconfirmedWriteError) -> None:
+        # One error event per outage, as Health does for an unreachable Redis
+        # (its state is shared with the fetcher, whose calls still work).
+        if not self._unconfirmed:
+            self._unconfirmed = True
+            self.emit("error", BrokerError(f"{exc}; finishes are held and sent again until "
+                                           "the replicas confirm them"))
 
     # -- results -> events ---------------------------------------------------
 

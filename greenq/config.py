@@ -38,6 +38,7 @@ SHARED_POOL_SIZE = 4              # connections for submit/stats/admin calls, pe
 SCRIPT_BATCH = 100                # jobs per script call (bulk, commit, fetch): keeps each under ~3 ms of Redis
 PROMOTE_BATCH = 100               # delayed jobs that came due, moved to pending per fetch at most
 RECONNECT_BACKOFF = (0.05, 2.0)   # first and longest wait between retries when Redis is gone
+REPLICA_WAIT = 5.0                # replicas=N: a write's replicas must confirm within this long
 
 
 def redis_url_from_env() -> str:

@@ -71,11 +71,11 @@ class Partitions:
     """The `count` partitions of queue `queue_id`."""
 
     def __init__(self, nodes: Nodes, namespace: str, queue_id: str, count: int,
-                 result_ttl: float = config.DEFAULT_RESULT_TTL) -> None:
+                 result_ttl: float = config.DEFAULT_RESULT_TTL, replicas: int = 0) -> None:
         self.nodes = nodes
         self.count = count
         self.brokers = [Broker(nodes, Keys(namespace, queue_id, None if count == 1 else k),
-                               result_ttl) for k in range(count)]
+                               result_ttl, replicas) for k in range(count)]
         self.socket_timeout = self.brokers[0].socket_timeout
 
     def of(self, resource_id: str | None, job_id: str) -> int:

@@ -103,6 +103,7 @@ class GreenQueue:
         unknown_task_grace: float = config.DEFAULT_UNKNOWN_TASK_GRACE,
         result_ttl: float = config.DEFAULT_RESULT_TTL,
         partitions: int | None = None,
+        replicas: int = 0,
     ) -> None:
         for name, value in (("namespace", namespace), ("queue_id", queue_id)):
             if not isinstance(value, str) or not value or "{" in value or "}" in value:
@@ -123,6 +124,8 @@ class GreenQueue:
         if isinstance(result_ttl, bool) or not isinstance(result_ttl, (int, float)) \
                 or not 0 <= result_ttl < float("inf"):
             raise ValueError("result_ttl must be a number of seconds >= 0")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be an int >= 0, not {replicas!r}")
         self.serializer = get_serializer(serializer)
         self.serializer_name = serializer
         self.namespace, self.queue_id = namespace, queue_id
@@ -132,6 +135,7 @@ class GreenQueue:
         self.max_params_bytes = max_params_bytes
         self.unknown_task_grace = float(unknown_task_grace)
         self.result_ttl = float(result_ttl)
+        self.replicas = replicas  # submits and finishes wait for this many replicas (Redis WAIT)
         self.redis_url, self.redis_config = redis_url, redis_config
         seeds = None
         if redis_config is None:
@@ -175,7 +179,7 @@ class GreenQueue:
                 self.nodes, self.namespace, self.queue_id, wanted, store)
             if self._partitions is None:
                 self._partitions = Partitions(self.nodes, self.namespace, self.queue_id, count,
-                                              self.result_ttl)
+                                              self.result_ttl, self.replicas)
         return self._partitions
 
     @property
@@ -244,13 +248,22 @@ class GreenQueue:
         submitting it again adds nothing and returns it (idempotent).
         `coalesce`: when the newest job of `resource_id` that has not started
         is of the same task, replace its params and retries instead, and
-        return its id."""
+        return its id.
+
+        With `replicas=N`, it returns once N replicas have the job, and
+        raises BrokerError when they do not confirm within
+        config.REPLICA_WAIT (5 s). The job was added on the master all the
+        same, and runs unless the master fails over before its replicas
+        catch up; submitting it again with the same `job_id` is safe (it
+        adds nothing while the job exists), so pass one if you will retry."""
         row = self._row(task_id, resource_id, params, retries, job_id, coalesce, delay, run_at)
         _added, [final_id] = self._partition_set(store=True).add([row])
         return final_id
 
     def submit_jobs(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
-        """Queue many jobs in few round trips; all are checked before any is written."""
+        """Queue many jobs in few round trips; all are checked before any is written.
+        With `replicas=N`, BrokerError as for submit_job: the jobs were
+        added on the master, but may not all be on its replicas yet."""
         rows = []
         for index, spec in enumerate(jobs):
             if not isinstance(spec, dict):
