@@ -87,6 +87,21 @@ def drain(ctx: Context, url: str, namespace: str, n: int, children: int, workers
             "round_trips_per_job": trips[0] / n if not children else None}
 
 
+def balance(cluster, namespace: str) -> None:
+    """Give each master as many of the queue's partitions (hash-tag slots)
+    as the others, as an operator would with `redis-cli --cluster reshard`
+    or CLUSTER SETSLOT: where six hash tags land by CRC16 is chance."""
+    from greenq.keys import Keys
+    from greenq.nodes import slot_of
+
+    masters = [port for _host, port in cluster.masters()]
+    for k in range(PARTITIONS):
+        slot = slot_of(Keys(namespace, "default", k).prefix)
+        target = masters[k % len(masters)]
+        if cluster.node_for_slot(slot)[1] != target:
+            cluster.migrate_slot(slot, target)
+
+
 def w10(ctx: Context, run: int) -> dict:
     from redis_cluster import LocalCluster
 
@@ -97,10 +112,13 @@ def w10(ctx: Context, run: int) -> dict:
         for name, url, ports, partitions in (
                 ("single", single.url, [single.port], None),
                 ("cluster", cluster.url, masters, PARTITIONS)):
-            drained = drain(ctx, url, ctx.namespace(f"W10{name}", run), n, PROCESSES,
+            namespaces = [ctx.namespace(f"W10{name}", run), ctx.namespace(f"W10{name}in", run)]
+            if partitions:
+                for namespace in namespaces:
+                    balance(cluster, namespace)
+            drained = drain(ctx, url, namespaces[0], n, PROCESSES,
                             ctx.counts.drain_concurrency, ports, partitions)
-            inprocess = drain(ctx, url, ctx.namespace(f"W10{name}in", run), n, 0, 100,
-                              ports, partitions)
+            inprocess = drain(ctx, url, namespaces[1], n, 0, 100, ports, partitions)
             ctx.clean()
             per_master = list(drained["usec_per_job"].values())
             figures[name] = (drained["jobs_per_s"], sum(per_master), per_master,

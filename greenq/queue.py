@@ -539,9 +539,12 @@ class GreenQueue:
 
         reporter = Committer(self.brokers, self.process_id, 0, None, self.events.emit,
                              self.max_params_bytes)
-        return sum(self._drain(lambda limit, broker=broker:
-                               reporter.after_flush(broker.flush_stale(limit)))
-                   for broker in self.brokers)
+        total = 0
+        for broker in self.brokers:
+            def flush(limit: int, broker: Broker = broker) -> int:
+                return reporter.after_flush(broker.flush_stale(limit))
+            total += self._drain(flush)
+        return total
 
     def _reclaim_jobs_of(self, process_id: str, why: str) -> int:
         """Retry or fail now every job `process_id` holds, with the error

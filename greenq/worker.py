@@ -120,7 +120,7 @@ class Worker:
         self._timeouts = registry.timeouts_ms()
         self._rate_limits = registry.rate_limits()
         self._lanes = [Lane(b, index) for index, b in enumerate(self.brokers)]
-        # A job finished or a fetch returned: fetchers waiting for a free slot look again.
+        # A fetch returned: fetchers waiting for the slots it held look again.
         self._slots_changed = gevent.event.Event()
         self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
         self.lifeline = Lifeline(self.brokers, process_id, tick, self.deadlines, exit_when_stuck)
@@ -179,8 +179,11 @@ class Worker:
             if free == 0:
                 lane.parked = ""
                 try:
-                    self._slots_changed.clear()
-                    self._slots_changed.wait(timeout=config.FETCH_BLOCK_SECONDS)
+                    if self.pool.free_count() == 0:
+                        self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                    else:  # other partitions' fetches in flight may fill the free slots
+                        self._slots_changed.clear()
+                        self._slots_changed.wait(timeout=config.FETCH_BLOCK_SECONDS)
                 finally:
                     lane.parked = None
                 continue
@@ -362,7 +365,6 @@ class Worker:
                 self.deadlines.pop(job.id, None)
             self.running.pop(job.id, None)
             self._cancelled.discard(job.id)
-            self._slots_changed.set()
 
     def _succeeded(self, job: Job, result: Any) -> None:
         """Hand a returned job to the committer, its result encoded as params

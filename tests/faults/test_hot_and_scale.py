@@ -21,6 +21,7 @@ import gevent
 import pytest
 
 from conftest import wait_until
+from greenq.keys import partitions_key
 from redis_server import RedisServer
 
 log = logging.getLogger("greenq.tests.scale")
@@ -95,7 +96,8 @@ def queue_keys(raw, namespace: str) -> set[bytes]:
 
 def fixed_keys(queue) -> set[bytes]:
     k = queue.keys
-    return {key.encode() for key in (k.pending, k.locks, k.counts, k.failed, k.procs, k.beats, k.clock)}
+    return {key.encode() for key in (k.pending, k.locks, k.counts, k.failed, k.procs, k.beats,
+                                      k.clock, partitions_key(queue.namespace, queue.queue_id))}
 
 
 def evalsha_calls(raw) -> int:
