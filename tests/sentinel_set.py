@@ -113,6 +113,15 @@ class SentinelSet:
         master = self.master_port()
         return next(n for n in self.nodes if n.port != master)
 
+    def set_min_replicas(self, count: int) -> None:
+        """CONFIG SET min-replicas-to-write on every live data node: with 1, a
+        master cut off from its replica (the one Sentinel just promoted)
+        refuses writes instead of taking writes a failover then drops."""
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                with node.client(socket_timeout=2) as client:
+                    client.config_set("min-replicas-to-write", count)
+
     # -- events ---------------------------------------------------------------
 
     def failover(self) -> float:
