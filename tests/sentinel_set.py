@@ -114,13 +114,17 @@ class SentinelSet:
         return next(n for n in self.nodes if n.port != master)
 
     def set_min_replicas(self, count: int) -> None:
-        """CONFIG SET min-replicas-to-write on every live data node: with 1, a
-        master cut off from its replica (the one Sentinel just promoted)
-        refuses writes instead of taking writes a failover then drops."""
+        """CONFIG SET min-replicas-to-write on the master: with 1, once its
+        replica is promoted it refuses writes instead of taking writes the
+        failover then drops. On the master only: the promoted node, whose
+        one replica is the old master that Sentinel demotes some 10 s later,
+        must take writes at once (with two replicas the second follows the
+        new master within a second, and the setting can be on every node)."""
+        master = self.master_port()
         for node in self.nodes:
             if node.process is not None and node.process.poll() is None:
                 with node.client(socket_timeout=2) as client:
-                    client.config_set("min-replicas-to-write", count)
+                    client.config_set("min-replicas-to-write", count if node.port == master else 0)
 
     # -- events ---------------------------------------------------------------
 
@@ -128,21 +132,42 @@ class SentinelSet:
         """SENTINEL FAILOVER; returns the time.monotonic() it was sent at,
         once every sentinel names the new master, it takes writes, and the
         old master follows it in sync (so the next failover can start)."""
+        sent_at = self.start_failover()
+        self.settle()
+        return sent_at
+
+    def start_failover(self) -> float:
+        """SENTINEL FAILOVER; returns the time.monotonic() it was sent at,
+        once every sentinel names the new master and it takes writes. The
+        old master is still a master then: Sentinel demotes it some 10 s later."""
         old = self.master_port()
         self._wait_in_sync(old)
-        # A sentinel refuses while it still settles the previous failover.
         sent_at = 0.0
 
-        def sent() -> bool:
+        def sent() -> bool:  # refused (INPROG) while the previous failover settles
             nonlocal sent_at
             sent_at = time.monotonic()
             return self.sentinels[0].client.execute_command(
                 "SENTINEL", "FAILOVER", self.service) in (True, "OK", b"OK")
         _wait("SENTINEL FAILOVER accepted", sent, self.timeout)
-        new = self._wait_new_master(old)
-        self._wait_in_sync(new)
-        self._wait_agreed(new)
+        self._wait_new_master(old)
         return sent_at
+
+    def settle(self, hasten: bool = False) -> None:
+        """Wait until the other node follows the master in sync and every
+        sentinel agrees on both. `hasten`: demote an old master that still
+        says it is one (REPLICAOF) instead of waiting some 10 s for Sentinel
+        to do it."""
+        master = self.master_port()
+        if hasten:
+            for node in self.nodes:
+                if node.port == master or node.process is None or node.process.poll() is not None:
+                    continue
+                with node.client(socket_timeout=2) as client:
+                    if client.execute_command("ROLE")[0] == b"master":
+                        client.replicaof("127.0.0.1", master)
+        self._wait_in_sync(master)
+        self._wait_agreed(master)
 
     def kill_master(self) -> float:
         """SIGKILL the master; returns the time.monotonic() of the kill, once

@@ -224,12 +224,13 @@ def test_through_sentinel_failover_every_acknowledged_job_runs_once_and_each_wor
     old = sentinel_set.master_port()
 
     submitter = gevent.spawn(crew.submit, 60, 0.1)  # submits all through the failover
-    sent_at = sentinel_set.failover()
+    sent_at = sentinel_set.start_failover()
     submitter.join(BACK_WITHIN)
     assert submitter.successful()
     assert sentinel_set.master_port() != old
 
     crew.wait_everyone_back(mark, sent_at)
+    sentinel_set.settle(hasten=True)
     crew.assert_clean()
     crew.side.assert_each_ended_once(crew.acknowledged)
     assert crew.side.interrupted() == []
@@ -241,6 +242,38 @@ def test_through_sentinel_failover_every_acknowledged_job_runs_once_and_each_wor
     # `greenq run`: each child logs its one event (its master, with no
     # handler of its own, adds none).
     assert _outage_lines(crew.run.output()) - run_lines == 2, crew.run.output()
+
+
+def _greenq_clients(node: RedisServer, idle_under: int = 3) -> list[dict]:
+    """Normal clients of `node` that sent a command within the last
+    `idle_under` seconds (a fetcher's BLMOVE returns every second), other
+    than sentinels and this call's own. An idle pooled connection is left
+    alone: it asks the sentinels again when it is next checked out."""
+    with node.client(decode_responses=True) as client:
+        me = client.client_id()
+        return [c for c in client.client_list(_type="normal")
+                if int(c["id"]) != me and not c.get("name", "").startswith("sentinel-")
+                and int(c["idle"]) < idle_under]
+
+
+def test_workers_leave_a_master_sentinel_no_longer_names_before_it_is_demoted(sentinel_set, crew):
+    """Redis' default (min-replicas-to-write 0): after SENTINEL FAILOVER the
+    old master takes writes until Sentinel demotes it some 10 s later, and
+    drops them then. Every greenq connection must move to the new master
+    while the old one still says it is a master: no connection of theirs
+    sends it anything for 3 s."""
+    sentinel_set.set_min_replicas(0)
+    old = sentinel_set.master()
+    assert _greenq_clients(old), "the crew should be connected to the master"
+    mark = len(crew.side.entries())
+    sent_at = sentinel_set.start_failover()
+    wait_until(lambda: not _greenq_clients(old), timeout=BACK_WITHIN, interval=0.1)
+    with old.client() as client:
+        assert client.execute_command("ROLE")[0] == b"master", \
+            f"Sentinel demoted it first; clients: {_greenq_clients(old, 100)}"
+    crew.wait_everyone_back(mark, sent_at)
+    sentinel_set.settle(hasten=True)
+    crew.assert_clean()
 
 
 def test_after_the_master_is_killed_every_worker_is_back_and_new_jobs_run(sentinel_set, crew):
