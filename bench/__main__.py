@@ -1,6 +1,6 @@
 """greenq's benchmark suite.
 
-    python -m bench [--workloads W1,W2,W3,W4,W5,W6,W7,W8,W9] [--runs 3] [--redis-url URL]
+    python -m bench [--workloads W1,W2,W3,W4,W5,W6,W7,W8,W9,W10] [--runs 3] [--redis-url URL]
                     [--json FILE] [--quick]
 
 --quick: small counts and one run (unless --runs says otherwise), for CI.
@@ -31,7 +31,7 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 
 import greenq  # noqa: E402
-from bench import report, scale, timing, workloads  # noqa: E402
+from bench import cluster, report, scale, timing, workloads  # noqa: E402
 from bench.peers import common  # noqa: E402
 from bench.redis_server import ThrowawayRedis  # noqa: E402
 
@@ -39,7 +39,7 @@ log = logging.getLogger("bench")
 
 MEASURE = {"W1": workloads.w1, "W2": workloads.w2, "W3": workloads.w3, "W4": workloads.w4,
            "W5": scale.w5, "W6": scale.w6, "W7": workloads.w7, "W8": timing.w8,
-           "W9": timing.w9}
+           "W9": timing.w9, "W10": cluster.w10}
 PACKAGES = ("greenq", "gevent", "greenlet", "redis", "hiredis", "msgpack")
 
 

@@ -46,6 +46,14 @@ UNITS = {  # workload -> (unit, higher_is_better)
     "W9_most_starts_in_a_period": ("starts", False),
     "W9_starts_over_limit": ("starts", False),
     "W8_p99_over_W4_p99": ("ratio", False),
+    "W10_drain_cluster": ("jobs/s", True),
+    "W10_drain_single": ("jobs/s", True),
+    "W10_redis_usec_per_job_cluster": ("usec", False),
+    "W10_redis_usec_per_job_single": ("usec", False),
+    "W10_redis_cpu_cluster_over_single": ("ratio", False),
+    "W10_busiest_over_least_busy_master": ("ratio", False),
+    "W10_round_trips_per_job_cluster": ("round trips", False),
+    "W10_round_trips_per_job_single": ("round trips", False),
 }
 
 # The figures each workload group produces, in table order.
@@ -64,6 +72,10 @@ GROUPS = {
     "W8": ["W8_lateness_p50_ms", "W8_lateness_p99_ms", "W8_lateness_max_ms"],
     "W9": ["W9_rate_limited_jobs_per_s", "W9_share_of_limit", "W9_most_starts_in_a_period",
            "W9_starts_over_limit"],
+    "W10": ["W10_drain_cluster", "W10_drain_single", "W10_redis_usec_per_job_cluster",
+            "W10_redis_usec_per_job_single", "W10_redis_cpu_cluster_over_single",
+            "W10_busiest_over_least_busy_master", "W10_round_trips_per_job_cluster",
+            "W10_round_trips_per_job_single"],
 }
 
 # Figures computed from two groups of one run, when both ran: name ->
@@ -107,6 +119,9 @@ TARGETS = {
     "W9_share_of_limit": Target("0.95-1", lambda v: 0.95 <= v <= 1.0),
     "W9_most_starts_in_a_period": Target("<= 1,000 (the limit)", lambda v: v <= 1000),
     "W9_starts_over_limit": Target("0 (checked)", lambda v: v == 0),
+    "W10_redis_cpu_cluster_over_single": Target("<= 1.15", lambda v: v <= 1.15),
+    "W10_busiest_over_least_busy_master": Target("<= 1.5", lambda v: v <= 1.5),
+    "W10_round_trips_per_job_cluster": Target("<= single node's (below)"),
 }
 
 

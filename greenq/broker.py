@@ -8,7 +8,8 @@ import functools
 import json
 import logging
 import os
-from typing import Any, Iterable, Sequence, Union
+import time
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import redis
 from redis.exceptions import NoScriptError, ResponseError
@@ -17,6 +18,7 @@ from . import config, scripts
 from .channel import ChannelPool, ScriptChannel
 from .job import ENDED
 from .keys import Keys
+from .nodes import Nodes, redirection, slot_of, try_again
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +50,87 @@ def record_from_flat(flat: list | dict) -> dict:
     return dict(zip(flat[0::2], flat[1::2]))
 
 
+# A script sent during a slot migration, whose keys are split between the
+# two nodes for the moment, is refused with TRYAGAIN (it did not run): sent
+# again this many times, this long apart, before the caller sees the error.
+TRYAGAIN_TRIES = (20, 0.05)
+
+
+def rerouted(method: Callable) -> Callable:
+    """For the read-only queries on redis-py's client: a MOVED or ASK reply
+    (a slot that moved to another cluster node) updates the slot map and
+    runs the query once more, on the node that serves the slot now; a
+    broken connection has the map read again before the next call."""
+    @functools.wraps(method)
+    def run(self: "Broker", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ResponseError as exc:
+            moved = redirection(exc)
+            if moved is None:
+                raise
+            self.nodes.learn(moved[1], moved[2])
+            self.nodes.refresh()
+        except CONNECTION_ERRORS:
+            self.nodes.stale()
+            raise
+        return method(self, *args, **kwargs)
+    return run
+
+
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 class Broker:
-    """Redis access for one queue (`keys`)."""
+    """Redis access for one queue partition (`keys`): every key it names
+    shares one hash tag, so one cluster slot, served by one node of
+    `connection` (a Nodes; a dict of connection settings: one plain Redis)."""
 
-    def __init__(self, connection: dict[str, Any], keys: Keys,
+    def __init__(self, connection: dict[str, Any] | Nodes, keys: Keys,
                  result_ttl: float = config.DEFAULT_RESULT_TTL) -> None:
         self.keys = keys
         # How long scripts keep an ended job's record (include/ended.lua):
         # result_ttl, and at least the grace when someone waits on it.
         self.keep_args = (int(result_ttl * 1000), int(config.WATCHED_RECORD_GRACE * 1000))
-        self._connection = connection
+        self.nodes = connection if isinstance(connection, Nodes) else Nodes(connection)
+        self._connection = self.nodes.connection
+        self.slot = slot_of(keys.prefix)
         self.scripts = {name: scripts.load(name) for name in scripts.NAMES}
-        # One pool for the calls of any greenlet or thread: submits borrow its
-        # connections as script channels, the redis-py client the rest.
-        self.lanes = ChannelPool(connection, config.SHARED_POOL_SIZE)
-        self.shared = redis.Redis(connection_pool=self.lanes)
-        self.socket_timeout: float | None = connection.get("socket_timeout")
+        self.socket_timeout: float | None = self._connection.get("socket_timeout")
         # What this process' heartbeats register it as (heartbeat.lua): its
         # JSON once its worker started, "" before and after (Worker.start, stop).
         self.registration = ""
 
+    @property
+    def address(self) -> Any:
+        """The node that serves this partition now (None: the single node)."""
+        return self.nodes.address(self.slot)
+
+    @property
+    def lanes(self) -> ChannelPool:
+        """The process' shared connections to this partition's node: submits
+        borrow them as script channels, the redis-py client the rest."""
+        return self.nodes.lanes(self.address)
+
+    @property
+    def shared(self) -> redis.Redis:
+        return self.nodes.client(self.address)
+
     def channel(self, size: int = 1) -> redis.Redis:
         """A client with its own pool of `size` connections; callers wait for a
         free one instead of opening more (bounded connections per process)."""
-        pool = redis.BlockingConnectionPool(
-            max_connections=size, timeout=config.SOCKET_TIMEOUT, **self._connection)
-        return redis.Redis(connection_pool=pool)
+        return self.nodes.blocking_client(self.address, size)
 
     def script_channel(self) -> ScriptChannel:
         """A connection of its own for one hot loop (a fetcher, a committer)."""
-        return self.lanes.new_channel()
+        return self.nodes.channel(self.address)
 
     def close(self, *clients: redis.Redis) -> None:
-        for client in (self.shared, *clients):
+        for client in clients:
             client.connection_pool.disconnect()
+        self.nodes.close()
 
     # -- scripts -----------------------------------------------------------
 
@@ -101,15 +145,43 @@ class Broker:
 
     def _send(self, client: Client, commands: list[Sequence], resend_safe: bool = False) -> list:
         """`commands` in one round trip; replies in order, error replies in
-        their place. `client` None: a shared script channel."""
-        if client is None:
-            return self.lanes.execute(commands, resend_safe)
-        if isinstance(client, ScriptChannel):
-            return client.execute(commands)
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=False)
+        their place. `client` None: a shared script channel. A script
+        channel follows this partition to the node that serves it now."""
+        try:
+            if client is None:
+                return self._send_shared(commands, resend_safe)
+            if isinstance(client, ScriptChannel):
+                if self.nodes.cluster:
+                    self.nodes.point(client, self.address)
+                return client.execute(commands)
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=False)
+        except CONNECTION_ERRORS:
+            self.nodes.stale()  # a dead master: its replica may serve the slot soon
+            raise
+
+    def _send_shared(self, commands: list[Sequence], resend_safe: bool) -> list:
+        """On a shared channel of this partition's node. On a cluster, a
+        node that cannot be reached may have been replaced (a failover): the
+        slot map is read again and, when it names another node, the call is
+        sent there, if nothing of it can have run (no connection was made,
+        or the commands are safe to send twice)."""
+        address = self.address
+        try:
+            return self.nodes.lanes(address).execute(commands, resend_safe)
+        except CONNECTION_ERRORS as exc:
+            if not self.nodes.cluster or not (resend_safe or "connecting to" in str(exc)):
+                raise
+            self.nodes.stale()
+            try:
+                self.nodes.refresh(wait=True)
+            except CONNECTION_ERRORS:
+                raise exc from None
+            if self.address == address:
+                raise
+        return self.nodes.lanes(self.address).execute(commands, resend_safe)
 
     def _evalsha(self, call: tuple[str, Sequence, Sequence]) -> tuple:
         name, keys, args = call
@@ -126,9 +198,12 @@ class Broker:
         replies = self._send(client, [*before, *map(self._evalsha, calls)], resend_safe)
         results = replies[len(before):]
         for reply in replies[:len(before)]:
-            if isinstance(reply, Exception):
+            # A redirected wait: its script is redirected too, and followed below.
+            if isinstance(reply, Exception) and redirection(reply) is None:
                 raise reply
         for index, result in enumerate(results):
+            if redirection(result) is not None or try_again(result):
+                result = self._follow(calls[index], result)
             if isinstance(result, NoScriptError):
                 # Redis restarted or SCRIPT FLUSH: NOSCRIPT means it did not run.
                 script = self.scripts[calls[index][0]]
@@ -140,6 +215,32 @@ class Broker:
                 raise result
             results[index] = result
         return results
+
+    def _follow(self, call: tuple[str, Sequence, Sequence], reply: Exception) -> Any:
+        """Run `call` where Redis' `reply` (MOVED, ASK, TRYAGAIN) said it did
+        not run: on the node a slot moved to (ASK: for this call only, while
+        the slot migrates), loading the script there if that node lacks it.
+        Returns the reply it got there."""
+        address = self.address
+        for _ in range(TRYAGAIN_TRIES[0]):
+            redirected = redirection(reply)
+            asking: list[Sequence] = []
+            if redirected is not None:
+                kind, slot, address = redirected
+                if kind == "MOVED":
+                    self.nodes.learn(slot, address)
+                else:
+                    asking = [("ASKING",)]
+            elif try_again(reply):
+                time.sleep(TRYAGAIN_TRIES[1])
+            else:
+                return reply
+            script = self.scripts[call[0]]
+            loaded, *_, reply = self.nodes.lanes(address).execute(
+                [("SCRIPT", "LOAD", script.source), *asking, self._evalsha(call)], False)
+            if isinstance(loaded, Exception):
+                raise loaded
+        return reply
 
     def _run(self, client: Client, name: str, keys: Sequence, args: Sequence) -> Any:
         return self._pipeline(client, [(name, keys, args)])[0]
@@ -367,6 +468,7 @@ class Broker:
         return self._run(client or self.shared, "note", [self.keys.job(i) for i in ids],
                          (process_id, *args))
 
+    @rerouted
     def owned(self, process_id: str, client: redis.Redis | None = None) -> list[tuple[str, str]]:
         """(job id, lease token) of every job Redis says `process_id` holds."""
         client = client or self.shared
@@ -386,6 +488,7 @@ class Broker:
         return self._run(self.shared, "cancel", (k.locks, k.counts, k.pending, k.held, k.delayed),
                          (k.prefix, job_id, *self.keep_args))
 
+    @rerouted
     def record(self, job_id: str) -> dict[bytes, bytes]:
         """A job's record as it is now, in one round trip ({} when there is none).
         Raises redis.ResponseError (WRONGTYPE) when the key is not a hash."""
@@ -410,6 +513,7 @@ class Broker:
         pubsub.subscribe(self.keys.ended)
         return pubsub
 
+    @rerouted
     def job_records(self, job_ids: Sequence[str]) -> list[dict]:
         """The records of `job_ids` (HGETALL, bytes keys; {} when gone), in
         one round trip."""
@@ -446,11 +550,13 @@ class Broker:
             (k.prefix, mode, task_id, *how))
         return acted, next_cursor, bool(done)
 
+    @rerouted
     def redis_now_ms(self) -> int:
         """Redis' clock, epoch ms."""
         seconds, micros = self.shared.time()
         return seconds * 1000 + micros // 1000
 
+    @rerouted
     def stats(self) -> dict[str, int]:
         k = self.keys
         live_since = self.redis_now_ms() - _GONE_MS
@@ -467,6 +573,7 @@ class Broker:
                 "failed": failed, "locked_resources": locked, "scheduled": scheduled,
                 "workers": len(live)}
 
+    @rerouted
     def processes(self, now_ms: int, limit: int) -> list[dict]:
         """The live worker processes (heard from within PROCESS_GONE_AFTER),
         at most `limit`, by host and pid: what each registered (heartbeat.lua)
@@ -496,10 +603,12 @@ class Broker:
         processes.sort(key=lambda p: (str(p.get("host")), p.get("pid") or 0, p["id"]))
         return processes
 
+    @rerouted
     def ping(self) -> None:
         """Raise what redis-py raises when Redis does not answer."""
         self.shared.ping()
 
+    @rerouted
     def queue_exists(self) -> bool:
         """Whether this queue was ever used: a submitted job, a schedule or a
         worker's first call leaves at least one of its fixed keys behind (`counts`
@@ -508,11 +617,13 @@ class Broker:
         return self.shared.exists(k.pending, k.handoff, k.locks, k.counts, k.failed, k.procs,
                                   k.beats, k.clock, k.schedules) > 0
 
+    @rerouted
     def failed_records(self, limit: int) -> list[tuple[bytes, dict]]:
         """(id, record) of the `limit` oldest failed jobs."""
         ids = self.shared.lrange(self.keys.failed, 0, limit - 1) if limit > 0 else []
         return self.records(ids)
 
+    @rerouted
     def failed_tasks(self, start: int, count: int) -> list[tuple[bytes, bytes | None]]:
         """(id, task id) of `count` failed jobs from index `start`: what a
         listing filtered by task reads before it fetches the records."""
@@ -530,6 +641,7 @@ class Broker:
             return []
         return list(zip(ids, self.job_records([job_id.decode() for job_id in ids])))
 
+    @rerouted
     def inspect(self, limit: int) -> dict:
         """Live worker processes, running jobs by process and locked resources
         with their queues, for an operator; at most `limit` of each (reads only)."""
@@ -560,6 +672,7 @@ class Broker:
         locked.sort(key=lambda item: -item["waiting"])
         return {"processes": processes, "running": running, "locked": locked}
 
+    @rerouted
     def server_info(self) -> dict:
         return self.shared.info("server")
 
@@ -596,6 +709,7 @@ class Broker:
             return 1, job.decode() if isinstance(job, bytes) else str(job)
         return int(reply[0]), None
 
+    @rerouted
     def due_schedules(self, limit: int, client: redis.Redis | None = None
                       ) -> tuple[int, list[tuple[str, int]]]:
         """Redis' now (ms) and the `limit` schedules that fire first, with
@@ -607,6 +721,7 @@ class Broker:
         return (seconds * 1000 + micros // 1000,
                 [(name.decode(), int(score)) for name, score in entries])
 
+    @rerouted
     def schedule_definitions(self, names: Sequence[str]) -> list[dict[bytes, bytes]]:
         """HGETALL of each schedule's definition hash, in one round trip."""
         if not names:
@@ -616,6 +731,7 @@ class Broker:
             pipe.hgetall(self.keys.schedule(name))
         return pipe.execute()
 
+    @rerouted
     def all_schedules(self, batch: int = 1000) -> list[tuple[str, int, dict[bytes, bytes]]]:
         """(name, next fire ms, definition) of every schedule, soonest first."""
         found: list[tuple[str, int, dict[bytes, bytes]]] = []

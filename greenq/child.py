@@ -60,7 +60,8 @@ def main() -> None:
                            flush_stale_timeout=config["flush_stale_timeout"],
                            max_params_bytes=config["max_params_bytes"],
                            unknown_task_grace=config["unknown_task_grace"],
-                           result_ttl=config["result_ttl"])
+                           result_ttl=config["result_ttl"],
+                           partitions=config.get("partitions"))
         queue._exit_when_stuck = True
         queue._about = {"role": "child", "index": config["index"], "master": os.getppid()}
         # Before it can fetch: the master reclaims this process' jobs under

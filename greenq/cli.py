@@ -148,7 +148,7 @@ def existing_queue(redis_url, namespace, queue_id):
     never used, the usual sign of a mistyped --namespace or --queue (whose
     counts would otherwise read as an idle queue)."""
     queue = make_queue(redis_url, namespace, queue_id)
-    if not queue.broker.queue_exists():
+    if not queue._partition_set().queue_exists():
         click.echo(f"greenq: note: queue {queue_id!r} of namespace {namespace!r} at "
                    f"{config.describe(queue.connection)} has never been used (no job, no worker); "
                    "check --namespace and --queue", err=True)
@@ -449,7 +449,7 @@ def inspect(limit, as_json, redis_url, namespace, queue_id):
     """Live worker processes (host, pid, role, busy/capacity, last heartbeat,
     uptime), running jobs, oldest first (process, task, resource, age, last
     heartbeat), and locked resources with how many jobs wait behind each."""
-    report = existing_queue(redis_url, namespace, queue_id).broker.inspect(limit)
+    report = existing_queue(redis_url, namespace, queue_id)._partition_set().inspect(limit)
     report["running"].sort(key=lambda job: -job["age"])  # oldest first: the likeliest stuck
     if as_json:
         click.echo(json.dumps(report))

@@ -47,7 +47,7 @@ def schedule_add(name, task_id, cron, every, resource, params, retries, tz, redi
     queue = make_queue(redis_url, namespace, queue_id)
     queue.add_schedule(name, task_id, cron=cron, every=every, resource_id=resource,
                        params=_params(params), retries=retries, tz=tz)
-    next_ms = queue.broker.shared.zscore(queue.keys.schedules, name)
+    next_ms = queue._partition_set().next_fire_ms(name)
     if next_ms is None:  # removed by someone else meanwhile
         click.echo(f"schedule {name} added")
         return

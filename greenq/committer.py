@@ -1,6 +1,7 @@
-"""Group commit and the tick: one round trip per process carries every
-finished job since the last one, plus (when due) the heartbeat of all this
-process' running jobs and a bounded stale flush for the whole queue."""
+"""Group commit and the tick: one round trip per process (per Redis node,
+for a queue partitioned over a cluster) carries every finished job since
+the last one, plus (when due) the heartbeat of all this process' running
+jobs and a bounded stale flush for the whole queue, every partition."""
 
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ class Committer:
     piled up since its last round trip, in one round trip, then emits the
     events of what Redis confirmed."""
 
-    def __init__(self, broker: Broker, process_id: str, tick_interval: float,
+    def __init__(self, broker: Broker | list[Broker], process_id: str, tick_interval: float,
                  health: Health | None, emit: Callable, max_params_bytes: int,
                  flush_interval: float | None = None, unknown_task_grace: float = 0.0,
                  on_cancel: Callable[[list[str]], None] | None = None) -> None:
-        self.broker = broker
+        # One broker per queue partition; a job's outcome goes to its own.
+        self.brokers = list(broker) if isinstance(broker, list) else [broker]
+        self.broker = self.brokers[0]
         self.process_id = process_id
         self.tick_interval = tick_interval
         # The scan costs O(log n) when nothing is stale, so it rides along
@@ -68,6 +71,7 @@ class Committer:
         self._crashes_while_stopping = 0
         self._greenlet = None
         self.client = None
+        self._clients: dict = {}  # node address -> its script channel
         self.round_trips = 0
 
     # -- called by job greenlets -------------------------------------------
@@ -121,7 +125,7 @@ class Committer:
     # -- the loop ------------------------------------------------------------
 
     def start(self) -> None:
-        self.client = self.broker.script_channel()
+        self.client = self._client_for(self.broker)
         self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
     def stop(self, deadline: float | None = None) -> int | None:
@@ -131,7 +135,7 @@ class Committer:
         failed first). `deadline`
         (time.monotonic()): stop waiting for Redis then, and leave what is
         not written to the stale flush. Returns how many jobs Redis says this
-        process still holds, None when unknown."""
+        process still holds in each partition, None when unknown."""
         if self._greenlet is None:
             return None
         self._stopping = True
@@ -145,13 +149,18 @@ class Committer:
         held = None
         timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         timer.start()
-        self.broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
+        for broker in self.brokers:
+            broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
+        held: list[int] | None = None
         try:
-            held, _now, _cancels = self.broker.heartbeat(self.process_id, self.client,
-                                                         leaving=True)
-            if not self._resending:
-                self.broker.drop_receipts(self.process_id, self.client)
+            held = []
+            for broker in self.brokers:
+                client = self._client_for(broker)
+                held.append(broker.heartbeat(self.process_id, client, leaving=True)[0])
+                if not self._resending:
+                    broker.drop_receipts(self.process_id, client)
         except REDIS_TROUBLE as exc:
+            held = None
             log.warning("could not send the last heartbeat: %r", exc)
         except gevent.Timeout as exc:
             if exc is not timer:
@@ -159,8 +168,17 @@ class Committer:
             log.warning("could not send the last heartbeat before the shutdown deadline")
         finally:
             timer.close()
-        self.client.disconnect()
+        for client in self._clients.values():
+            client.disconnect()
         return held
+
+    def _client_for(self, broker: Broker):
+        """The committer's script channel to the node serving `broker`'s partition."""
+        address = broker.address
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = broker.script_channel()
+        return client
 
     def _loop(self) -> None:
         next_tick = next_flush = 0.0
@@ -211,44 +229,82 @@ class Committer:
         failed, self._failed = self._failed[:batch], self._failed[batch:]
         given_back, self._given_back = self._given_back[:batch], self._given_back[batch:]
         unknown, self._unknown = self._unknown[:batch], self._unknown[batch:]
+        if len(self.brokers) == 1:
+            return self._commit_to([(self.broker, succeeded, failed, given_back, unknown)],
+                                   tick, flush)
+        partitions = [(broker, [], [], [], []) for broker in self.brokers]
+        for outcomes, slot in ((succeeded, 1), (failed, 2), (given_back, 3), (unknown, 4)):
+            for entry in outcomes:
+                job = entry if isinstance(entry, Job) else entry[0]
+                partitions[job.partition][slot].append(entry)
+        # One round trip per node: the partitions it serves go together.
+        by_node: dict = {}
+        try:
+            for part in partitions:
+                by_node.setdefault(part[0].address, []).append(part)
+        except REDIS_TROUBLE as exc:  # no cluster node gave a slot map: nothing was sent
+            self._succeeded[:0] = succeeded
+            self._failed[:0] = failed
+            self._given_back[:0] = given_back
+            self._unknown[:0] = unknown
+            gevent.sleep(self.health.trouble(exc, "commit"))
+            return False
+        self.health.ok("commit")
+        done = True
+        for parts in by_node.values():
+            done &= self._commit_to(parts, tick, flush)
+        return done
+
+    def _commit_to(self, partitions: list[tuple], tick: bool, flush: bool) -> bool:
+        """One round trip to the node serving `partitions`: for each, the
+        broker, then its succeeded, failed, given back and unknown-task jobs."""
         pid = self.process_id
         calls, handlers = [], []
-        # The first finish call drops the receipts of earlier round trips
-        # once every reply they got was seen.
-        drop = self._receipts_written and not self._resending
-        if succeeded:
-            groups = [x for job, encoding, blob in succeeded
-                      for x in (job.id, job.token, encoding, blob)]
-            calls.append(self.broker.complete_call(pid, groups, drop))
-            handlers.append(lambda codes: self._after_complete(succeeded, codes))
-            drop = False
-        if failed:
-            groups = [x for job, error, how, wait in failed
-                      for x in (job.id, job.token, error, how, wait)]
-            calls.append(self.broker.fail_call(pid, groups, drop))
-            handlers.append(lambda codes: self._after_fail(failed, codes))
-            drop = False
-        if given_back:
-            pairs = [x for job in given_back for x in (job.id, job.token)]
-            calls.append(self.broker.give_back_call(pid, pairs, drop))
-            handlers.append(lambda codes: self._after_give_back(given_back, codes))
-            drop = False
-        if unknown:
-            groups = [x for job, why in unknown
-                      for x in (job.id, job.token, f"UnknownTaskError: {why}")]
-            calls.append(self.broker.give_back_unknown_call(pid, groups,
-                                                            self.unknown_task_grace_ms, drop))
-            handlers.append(lambda codes: self._after_give_back_unknown(unknown, codes))
-        if tick:
-            calls.append(self.broker.heartbeat_call(pid))
-            handlers.append(self._after_heartbeat)
-        if flush:
-            calls.append(self.broker.flush_stale_call(FLUSH_LIMIT))
-            handlers.append(lambda rows: self.after_flush(rows, log_lines=True))
+        for broker, succeeded, failed, given_back, unknown in partitions:
+            # The first finish call drops the receipts of earlier round trips
+            # once every reply they got was seen.
+            drop = self._receipts_written and not self._resending
+            if succeeded:
+                groups = [x for job, encoding, blob in succeeded
+                          for x in (job.id, job.token, encoding, blob)]
+                calls.append(broker.complete_call(pid, groups, drop))
+                handlers.append(lambda codes, jobs=succeeded: self._after_complete(jobs, codes))
+                drop = False
+            if failed:
+                groups = [x for job, error, how, wait in failed
+                          for x in (job.id, job.token, error, how, wait)]
+                calls.append(broker.fail_call(pid, groups, drop))
+                handlers.append(lambda codes, jobs=failed: self._after_fail(jobs, codes))
+                drop = False
+            if given_back:
+                pairs = [x for job in given_back for x in (job.id, job.token)]
+                calls.append(broker.give_back_call(pid, pairs, drop))
+                handlers.append(lambda codes, jobs=given_back: self._after_give_back(jobs, codes))
+                drop = False
+            if unknown:
+                groups = [x for job, why in unknown
+                          for x in (job.id, job.token, f"UnknownTaskError: {why}")]
+                calls.append(broker.give_back_unknown_call(pid, groups,
+                                                           self.unknown_task_grace_ms, drop))
+                handlers.append(lambda codes, jobs=unknown:
+                                self._after_give_back_unknown(jobs, codes))
+            if tick:
+                calls.append(broker.heartbeat_call(pid))
+                handlers.append(self._after_heartbeat)
+            if flush:
+                calls.append(broker.flush_stale_call(FLUSH_LIMIT))
+                handlers.append(lambda rows: self.after_flush(rows, log_lines=True))
         if not calls:
             return True
+        succeeded = [x for part in partitions for x in part[1]]
+        failed = [x for part in partitions for x in part[2]]
+        given_back = [x for part in partitions for x in part[3]]
+        unknown = [x for part in partitions for x in part[4]]
+        broker = partitions[0][0]
+        # Health is kept per partition: which node serves it may change.
+        loops = [("commit", self.brokers.index(part[0])) for part in partitions]
         try:
-            results = self.broker.run_batch(self.client, calls)
+            results = broker.run_batch(self._client_for(broker), calls)
         except BaseException as exc:
             # Unknown whether Redis ran them: keep them to send again. Every
             # script is lease-checked and leaves receipts, so a second run
@@ -263,10 +319,11 @@ class Committer:
             self._resending.update(job.id for job in given_back)
             if not isinstance(exc, REDIS_TROUBLE):
                 raise  # a bug, or the stop's deadline: supervisor.py / stop() deal with it
-            gevent.sleep(self.health.trouble(exc))
+            gevent.sleep(self.health.trouble(exc, loops[0], also=tuple(loops[1:])))
             return False
         self.round_trips += 1
-        self.health.ok()
+        for loop in loops:
+            self.health.ok(loop)
         if succeeded or failed or given_back or unknown:
             self._receipts_written = True
         self.unsettled.difference_update(job.id for job, _, _ in succeeded)

@@ -44,6 +44,36 @@ def redis_url_from_env() -> str:
     return os.environ.get("GREENQ_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]] | None]:
+    """For a `redis+cluster://[user:password@]host:port[,host:port...][/]`
+    URL: a plain URL of its first node (for the connection settings every
+    node shares) and every host:port it names. Any other URL: (url, None)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        return url, None
+    userinfo, at, hosts_part = rest.rpartition("@")
+    hosts_part, _, tail = hosts_part.partition("/")
+    query = ""
+    if "?" in hosts_part:
+        hosts_part, _, query = hosts_part.partition("?")
+    elif "?" in tail:
+        tail, _, query = tail.partition("?")
+    if tail.strip("/") not in ("", "0"):
+        raise ValueError(f"bad Redis URL: a Redis Cluster has only database 0, not {tail!r}")
+    seeds = []
+    for item in hosts_part.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad Redis URL: {scheme}:// wants host:port[,host:port...], "
+                             f"not {item.strip()!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    first = f"{CLUSTER_SCHEMES[scheme]}://{userinfo}{at}{seeds[0][0]}:{seeds[0][1]}/0"
+    return first + (f"?{query}" if query else ""), seeds
+
+
 def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None) -> dict[str, Any]:
     """Keyword arguments for a redis-py connection pool (its connection
     class included). URLs: redis://, rediss://, unix:// as redis-py parses

@@ -30,15 +30,26 @@ class Health:
     def __init__(self, emit, on_recover=None) -> None:
         self._emit = emit
         self._on_recover = on_recover  # run in a greenlet of its own when Redis is back
-        self.down = False
+        # The loops (by name) whose last call failed: an outage starts when
+        # the first one fails and ends when the last one works again, so
+        # several loops (one fetcher per queue partition) give one event.
+        self._failing: set = set()
         first, longest = config.RECONNECT_BACKOFF
         self._backoff = EqualJitterBackoff(cap=longest, base=first)
         self._failures = 0  # in a row, since the last call that worked
 
-    def trouble(self, exc: BaseException) -> float:
-        """Note a failed Redis call; returns how long to wait before retrying."""
-        if not self.down:
-            self.down = True
+    @property
+    def down(self) -> bool:
+        return bool(self._failing)
+
+    def trouble(self, exc: BaseException, loop: object = None,
+                also: tuple = ()) -> float:
+        """Note a failed Redis call of `loop` (made for the loops `also` as
+        well); returns how long to wait before retrying."""
+        was_down = self.down
+        self._failing.add(loop)
+        self._failing.update(also)
+        if not was_down:
             what = "refused" if isinstance(exc, ResponseError) else "unreachable"
             error = BrokerError(f"Redis {what}, retrying with back-off: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
@@ -48,9 +59,11 @@ class Health:
         self._failures = min(self._failures + 1, 32)
         return wait
 
-    def ok(self) -> None:
-        if self.down:
-            self.down = False
+    def ok(self, loop: object = None) -> None:
+        if loop in self._failing:
+            self._failing.discard(loop)
+            if self._failing:
+                return
             log.warning("Redis reachable again")
             if self._on_recover is not None:
                 import gevent

@@ -36,6 +36,8 @@ class Job:
     # from the record, e.g. a job handed to a running task).
     state: str | None = None
     result: Any = None    # what perform returned, once succeeded
+    # The queue partition it was fetched from (its outcome goes back there).
+    partition: int = field(default=0, repr=False, compare=False)
 
     @property
     def fencing_token(self) -> int:

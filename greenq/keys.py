@@ -1,11 +1,13 @@
-"""Every Redis key of one queue, in one place. All share the hash tag
-``{queue_id}`` so a queue lives in one Redis Cluster slot."""
+"""Every Redis key of one queue partition, in one place. All share one hash
+tag, ``{queue_id}`` for a queue of one partition and ``{queue_id:k}`` for
+partition k of several, so a partition lives in one Redis Cluster slot."""
 
 from __future__ import annotations
 
 
 class Keys:
-    """Key names for queue `queue_id` under `namespace`.
+    """Key names for queue `queue_id` under `namespace`; `partition`: one
+    partition of a queue of several (None: a queue of one).
 
     Fixed keys are attributes; per-id keys (``job:<id>``, ``wait:<resource>``,
     ``owned:<process id>``, ``receipts:<process id>``, ``sent:<nonce>``,
@@ -17,8 +19,9 @@ class Keys:
                  "beats", "clock", "workers", "alive", "delayed", "rates", "retry_policies",
                  "ended", "schedules")
 
-    def __init__(self, namespace: str, queue_id: str) -> None:
-        self.prefix = f"{namespace}:{{{queue_id}}}:"
+    def __init__(self, namespace: str, queue_id: str, partition: int | None = None) -> None:
+        tag = queue_id if partition is None else f"{queue_id}:{partition}"
+        self.prefix = f"{namespace}:{{{tag}}}:"
         self.pending = self.prefix + "pending"  # LIST runnable job ids
         # LIST ids an idle fetcher's wait took from pending, leased by the
         # fetch pipelined behind that wait (or by any later fetch).
@@ -78,3 +81,9 @@ class Keys:
 
     def schedule(self, name: str) -> str:
         return f"{self.prefix}schedule:{name}"
+
+
+def partitions_key(namespace: str, queue_id: str) -> str:
+    """STRING: how many partitions the queue has, written at its first use
+    (under the hash tag of a queue of one, which such a queue's keys share)."""
+    return f"{namespace}:{{{queue_id}}}:partitions"

@@ -60,9 +60,11 @@ class Lifeline:
     and stopped with the worker, reading the jobs' deadlines the worker keeps
     in `deadlines` (job id -> Deadline)."""
 
-    def __init__(self, broker: Broker, process_id: str, interval: float,
+    def __init__(self, broker: Broker | list[Broker], process_id: str, interval: float,
                  deadlines: dict[str, Deadline], exit_when_stuck: bool) -> None:
-        self.broker = broker
+        # One broker per queue partition: the heartbeat goes to each.
+        self.brokers = list(broker) if isinstance(broker, list) else [broker]
+        self.broker = self.brokers[0]
         self.process_id = process_id
         self.interval = interval
         self.deadlines = deadlines
@@ -89,8 +91,24 @@ class Lifeline:
 
     # -- the thread ----------------------------------------------------------
 
+    @staticmethod
+    def _client(clients: dict, broker: Broker) -> redis.Redis:
+        """The thread's own connection to the node serving `broker`'s partition."""
+        address = broker.address
+        if address not in clients:
+            clients[address] = broker.channel(1)
+        return clients[address]
+
+    @staticmethod
+    def _close(clients: dict | None) -> None:
+        for client in (clients or {}).values():
+            try:
+                client.connection_pool.disconnect()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
     def _watch(self) -> None:
-        client = None
+        clients: dict | None = None
         blocked_since = None
         reported_at, last_beat = float("-inf"), 0.0
         abandoned = False
@@ -115,37 +133,42 @@ class Lifeline:
                        if now > deadline.at + self.interval]
             if overdue and not abandoned:
                 abandoned = True
-                client = self._stuck(overdue, client)
+                clients = self._stuck(overdue, clients)
             if abandoned or now - last_beat < self.interval:
                 continue
             try:
-                client = client or self.broker.channel(1)
-                self.broker.heartbeat(self.process_id, client)
+                clients = clients or {}
+                for broker in self.brokers:
+                    broker.heartbeat(self.process_id, self._client(clients, broker))
                 last_beat = now
             except Exception as exc:  # Redis trouble: the next round tries again
                 log.warning("heartbeat from the lifeline thread failed: %r", exc)
-                client = None
+                self._close(clients)
+                clients = None
 
-    def _stuck(self, overdue: list[Deadline], client: redis.Redis | None) -> redis.Redis | None:
+    def _stuck(self, overdue: list[Deadline], clients: dict | None) -> dict | None:
         """Note each overdue job's reason in Redis, then end the process (a
-        child) or stop heartbeating (embedded). Returns the client to go on with."""
+        child) or stop heartbeating (embedded). Returns the clients to go on with."""
         jobs = ", ".join(deadline.job.id for deadline in overdue[:10])
         stack = self._hub_stack()
         then = ("its worker process ended itself" if self.exit_when_stuck else
                 "its process stopped heartbeating so that another one reclaims it")
-        notes = []
+        notes: dict[int, list] = {}
         for deadline in overdue:
             job = deadline.job
-            notes += [job.id, job.token,
+            notes.setdefault(job.partition, []).extend([job.id, job.token,
                       f"TimeLimitExceeded: job {job.id} ({job.task_id}) ran longer than its time "
                       f"limit of {deadline.limit:g} s on a blocked gevent hub, where it cannot be "
-                      f"interrupted; {then}. It was running:\n{stack}"]
+                      f"interrupted; {then}. It was running:\n{stack}"])
         try:
-            client = client or self.broker.channel(1)
-            self.broker.note(self.process_id, notes, client)
+            clients = clients or {}
+            for partition, groups in notes.items():
+                broker = self.brokers[partition]
+                broker.note(self.process_id, groups, self._client(clients, broker))
         except Exception as exc:  # the flush then says "no heartbeat"
             log.warning("could not note the time limit on the jobs in Redis: %r", exc)
-            client = None
+            self._close(clients)
+            clients = None
         if self.exit_when_stuck:
             log.critical("job(s) %s ran past their time limit on a blocked gevent hub; ending this "
                          "worker process so the master replaces it (its jobs come back through "
@@ -154,7 +177,7 @@ class Lifeline:
             os._exit(STUCK_EXIT_STATUS)
         log.error("job(s) %s ran past their time limit on a blocked gevent hub; this process "
                   "stops heartbeating so the jobs are reclaimed after their timeout", jobs)
-        return client
+        return clients
 
     def _hub_stack(self) -> str:
         frame = sys._current_frames().get(self._hub_thread)

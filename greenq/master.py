@@ -101,6 +101,7 @@ class Master:
             "worker_count": q.worker_count, "serializer": q.serializer_name,
             "flush_stale_timeout": q.flush_stale_timeout, "max_params_bytes": q.max_params_bytes,
             "unknown_task_grace": q.unknown_task_grace, "result_ttl": q.result_ttl,
+            "partitions": len(q.brokers),  # stored in Redis by the master's start
             "tasks": q.registry.sources, "events": self.subscriptions(),
             # children import tasks by name: give them the path this process found them on
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],

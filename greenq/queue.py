@@ -20,6 +20,8 @@ from .events import EventBus
 from .health import Health
 from .job import Job, job_from_record, text
 from .keys import Keys
+from .nodes import Nodes
+from .partitions import Partitions, check_partitions, stored_partitions
 from .registry import Registry
 from .serializers import decode_params, get_serializer
 from .server_check import eviction_warning, lua_flaw_warning
@@ -100,6 +102,7 @@ class GreenQueue:
         max_params_bytes: int = config.MAX_PARAMS_BYTES,
         unknown_task_grace: float = config.DEFAULT_UNKNOWN_TASK_GRACE,
         result_ttl: float = config.DEFAULT_RESULT_TTL,
+        partitions: int | None = None,
     ) -> None:
         for name, value in (("namespace", namespace), ("queue_id", queue_id)):
             if not isinstance(value, str) or not value or "{" in value or "}" in value:
@@ -130,13 +133,23 @@ class GreenQueue:
         self.unknown_task_grace = float(unknown_task_grace)
         self.result_ttl = float(result_ttl)
         self.redis_url, self.redis_config = redis_url, redis_config
+        seeds = None
+        if redis_config is None:
+            # A redis+cluster:// URL: the first node's URL carries the
+            # settings every node shares (password, TLS, timeouts).
+            redis_url, seeds = config.split_cluster_url(redis_url or config.redis_url_from_env())
         self.connection = config.connection_kwargs(redis_url, redis_config)
-        self.keys = Keys(namespace, queue_id)
-        self.broker = Broker(self.connection, self.keys, self.result_ttl)
+        self.nodes = Nodes(self.connection, seeds)
+        # As asked (None: as stored in Redis); the number in use is
+        # len(self.brokers), read from Redis at first use.
+        self.partitions = check_partitions(partitions)
+        self._partitions: Partitions | None = None
+        self._partitions_stored = False
         self.registry = Registry()
         self.events = EventBus()
         # wait()'s shared pub/sub listener: no connection or thread until the first wait().
-        self._listener = Listener(self.broker, max_params_bytes)
+        self._listener = Listener(self._partition_set, self.connection.get("socket_timeout"),
+                                  max_params_bytes)
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{new_job_id()[:6]}"
         self._runner: Any = None  # a Worker, or a Master with child processes
         # Set by greenq.child: a job overrunning its time limit on a blocked
@@ -149,6 +162,36 @@ class GreenQueue:
         self._redis_run_id: str | None = None
         self._scheduler: Any = None  # fires schedules once started, unless a child (scheduler.py)
         self._state = "new"
+
+    # -- partitions ----------------------------------------------------------
+
+    def _partition_set(self, store: bool = False) -> Partitions:
+        """The queue's partitions, their number read from Redis at the first
+        call that needs it; `store`: a call that writes to the queue, which
+        stores the number if Redis has none yet (the queue's first use)."""
+        if self._partitions is None or (store and not self._partitions_stored):
+            wanted = self.partitions if self._partitions is None else self._partitions.count
+            count, self._partitions_stored = stored_partitions(
+                self.nodes, self.namespace, self.queue_id, wanted, store)
+            if self._partitions is None:
+                self._partitions = Partitions(self.nodes, self.namespace, self.queue_id, count,
+                                              self.result_ttl)
+        return self._partitions
+
+    @property
+    def brokers(self) -> list[Broker]:
+        """One Broker per partition, partition 0 first."""
+        return self._partition_set().brokers
+
+    @property
+    def broker(self) -> Broker:
+        """Partition 0's Broker: the whole queue when it has one partition."""
+        return self.brokers[0]
+
+    @property
+    def keys(self) -> Keys:
+        """Partition 0's keys."""
+        return self.broker.keys
 
     # -- tasks and events ----------------------------------------------------
 
@@ -203,7 +246,7 @@ class GreenQueue:
         is of the same task, replace its params and retries instead, and
         return its id."""
         row = self._row(task_id, resource_id, params, retries, job_id, coalesce, delay, run_at)
-        _added, [final_id] = self.broker.add([row])
+        _added, [final_id] = self._partition_set(store=True).add([row])
         return final_id
 
     def submit_jobs(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
@@ -222,7 +265,7 @@ class GreenQueue:
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
         if not rows:
             return []
-        _added, ids = self.broker.add(rows)
+        _added, ids = self._partition_set(store=True).add(rows)
         return ids
 
     # -- one job ---------------------------------------------------------------
@@ -234,7 +277,7 @@ class GreenQueue:
         not a job record."""
         job_id = _check_id(job_id, "job_id")
         try:
-            record = self.broker.record(job_id)
+            record = self._partition_set().record(job_id)
         except redis.ResponseError as exc:
             raise JobDecodeError(f"job {job_id}: its key holds no job record ({exc})") from None
         if not record:
@@ -248,7 +291,7 @@ class GreenQueue:
         next heartbeat), and it ends "cancelled", not retried. True when the
         job was cancelled, False when it had already ended or is unknown."""
         job_id = _check_id(job_id, "job_id")
-        return self.broker.cancel(job_id) == 1
+        return self._partition_set().cancel(job_id) == 1
 
     # -- waiting -------------------------------------------------------------
 
@@ -283,9 +326,10 @@ class GreenQueue:
         if not self.registry.tasks:
             log.warning("start() with no task registered: every job fetched goes back to the "
                         "queue, and fails after unknown_task_grace")
-        self.broker.load_scripts()
+        partitions = self._partition_set(store=True)
+        partitions.load_scripts()
         # For stale flushes anywhere: they retry a dead job after its back-off.
-        self.broker.publish_retry_policies(self.registry.tasks.values())
+        partitions.publish_retry_policies(list(self.registry.tasks.values()))
         self._warn_about_server()
         self.events.start()
         if self.child_process_count:
@@ -295,7 +339,7 @@ class GreenQueue:
         else:
             from .worker import Worker
 
-            self._runner = Worker(self.broker, self.registry, self.process_id, self.worker_count,
+            self._runner = Worker(self.brokers, self.registry, self.process_id, self.worker_count,
                                   Health(self.events.emit, self._after_outage), self.events.emit,
                                   self.max_params_bytes, self.flush_stale_timeout,
                                   self._exit_when_stuck, self.unknown_task_grace,
@@ -304,8 +348,9 @@ class GreenQueue:
         if self._about["role"] != "child":  # children leave firing to their master
             from .scheduler import Scheduler
 
-            self._scheduler = Scheduler(self.broker, self.events.emit)
-            self._scheduler.start()
+            self._scheduler = [Scheduler(broker, self.events.emit) for broker in self.brokers]
+            for scheduler in self._scheduler:
+                scheduler.start()
         self._state = "running"
 
     def _warn_about_server(self) -> None:
@@ -335,7 +380,10 @@ class GreenQueue:
     def _after_outage(self) -> None:
         """Redis answers again: say so loudly if it is a new server process
         (restarted), which lost every job unless it kept its data on disk.
-        A log line, not an `error` event: the outage already had its one."""
+        A log line, not an `error` event: the outage already had its one.
+        Not on a cluster, where a failover puts another server in place."""
+        if self.nodes.cluster:
+            return
         try:
             run_id = self.broker.shared.info("server").get("run_id")
         except Exception:  # noqa: BLE001 - a check, not a reason to fail
@@ -360,14 +408,14 @@ class GreenQueue:
             return
         self._state = "stopping"
         try:
-            if self._scheduler is not None:
-                self._scheduler.stop()
+            for scheduler in self._scheduler or ():
+                scheduler.stop()
             if self._runner is not None:
                 self._runner.stop(timeout)
             self.events.stop()
         finally:
             self._listener.close()
-            self.broker.close()
+            self.nodes.close()
             self._state = "stopped"
 
     def hurry_shutdown(self) -> None:
@@ -401,9 +449,14 @@ class GreenQueue:
             raise ParamsError(f"retries must be an int >= 0, not {retries!r}")
         timing = check_timing(cron, every, tz)
         blob = self.serializer.encode(params, self.max_params_bytes)
-        next_ms = next_fire_ms(timing, self.broker.redis_now_ms())
-        self.broker.save_schedule(name, next_ms, timing.fields(),
-                                  (task_id, resource, self.serializer.tag, blob, retries))
+        partitions = self._partition_set(store=True)
+        # Kept in the partition of its jobs' resource, so a fire is one
+        # script in one partition; moved there if its resource changed.
+        home = partitions.schedule_home(name, resource)
+        partitions.remove_schedule(name, keep=home)
+        next_ms = next_fire_ms(timing, home.redis_now_ms())
+        home.save_schedule(name, next_ms, timing.fields(),
+                           (task_id, resource, self.serializer.tag, blob, retries))
 
     def remove_schedule(self, name: str) -> bool:
         """Remove the schedule `name`; True when it existed. Jobs it already
@@ -412,7 +465,7 @@ class GreenQueue:
             name = _check_id(name, "schedule name")
         except TypeError as exc:
             raise ParamsError(str(exc)) from None
-        return self.broker.remove_schedule(name)
+        return self._partition_set().remove_schedule(name)
 
     def schedules(self) -> list[dict[str, Any]]:
         """Every schedule, soonest first: name, task_id, cron, every, tz,
@@ -422,7 +475,7 @@ class GreenQueue:
         from .schedules import timing_from_fields
 
         listed = []
-        for name, next_ms, definition in self.broker.all_schedules():
+        for name, next_ms, definition in self._partition_set().all_schedules():
             get = definition.get
             timing = timing_from_fields(text(get(b"cron")) or "", text(get(b"every")) or "",
                                         text(get(b"tz")) or "UTC")
@@ -456,8 +509,8 @@ class GreenQueue:
         the jobs that match both). Returns how many."""
         ids, task = failed.check_filters(job_ids, task_id)
         if ids is None and task is None:
-            return self._drain(self.broker.retry_failed)
-        return failed.select(self.broker, "retry", ids, task)
+            return sum(self._drain(broker.retry_failed) for broker in self.brokers)
+        return sum(failed.select(broker, "retry", ids, task) for broker in self.brokers)
 
     def delete_failed_jobs(self, job_ids: Iterable[str] | None = None,
                            task_id: str | None = None) -> int:
@@ -465,15 +518,17 @@ class GreenQueue:
         `job_ids` and/or of task `task_id`. Returns how many."""
         ids, task = failed.check_filters(job_ids, task_id)
         if ids is None and task is None:
-            return self._drain(self.broker.delete_failed)
-        return failed.select(self.broker, "delete", ids, task)
+            return sum(self._drain(broker.delete_failed) for broker in self.brokers)
+        return sum(failed.select(broker, "delete", ids, task) for broker in self.brokers)
 
     def force_flush_stale_jobs(self) -> int:
         from .committer import Committer
 
-        reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
+        reporter = Committer(self.brokers, self.process_id, 0, None, self.events.emit,
                              self.max_params_bytes)
-        return self._drain(lambda limit: reporter.after_flush(self.broker.flush_stale(limit)))
+        return sum(self._drain(lambda limit, broker=broker:
+                               reporter.after_flush(broker.flush_stale(limit)))
+                   for broker in self.brokers)
 
     def _reclaim_jobs_of(self, process_id: str, why: str) -> int:
         """Retry or fail now every job `process_id` holds, with the error
@@ -481,27 +536,37 @@ class GreenQueue:
         worker child die. Returns how many."""
         from .committer import Committer
 
-        reporter = Committer(self.broker, self.process_id, 0, None, self.events.emit,
+        reporter = Committer(self.brokers, self.process_id, 0, None, self.events.emit,
                              self.max_params_bytes)
-        total, left = 0, 1
-        while left:
-            rows, left = self.broker.reclaim_process(process_id, why, _FLUSH_BATCH)
-            total += reporter.after_flush(rows)
+        total = 0
+        for broker in self.brokers:
+            left = 1
+            while left:
+                rows, left = broker.reclaim_process(process_id, why, _FLUSH_BATCH)
+                total += reporter.after_flush(rows)
         return total
 
     def failed_jobs(self, limit: int = 100, task_id: str | None = None) -> list[Job]:
         """The failed queue, oldest first: at most `limit` jobs, only those
         of task `task_id` when it is given."""
         _, task_id = failed.check_filters(None, task_id)
-        records = self.broker.failed_records(limit) if task_id is None else \
-            failed.records_of_task(self.broker, task_id, limit)
+        partitions = self._partition_set()
+        if task_id is None:
+            records = partitions.failed_records(limit)
+        else:
+            records = [entry for broker in partitions.brokers
+                       for entry in failed.records_of_task(broker, task_id, limit)]
+            if len(partitions.brokers) > 1:
+                records.sort(key=lambda entry: int(entry[1].get(b"ended") or 0))
+            records = records[:limit]
         return [job_from_record(text(job_id) or "", record, self.max_params_bytes)
                 for job_id, record in records if record]
 
     def stats(self) -> dict[str, int]:
         """Job counts, and `workers`: worker processes heard from within
         config.PROCESS_GONE_AFTER (5 s), idle ones included."""
-        return self.broker.stats()
+        return self._partition_set().stats()
 
     def __repr__(self) -> str:
-        return f"<GreenQueue {self.keys.prefix} {config.describe(self.connection)} {self._state}>"
+        where = f"{self.namespace}:{{{self.queue_id}}}"
+        return f"<GreenQueue {where} {config.describe(self.connection)} {self._state}>"

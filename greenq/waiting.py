@@ -99,11 +99,19 @@ class Listener:
     """The waiters of one queue in this process, and the thread that reads
     the `ended` channel for them."""
 
-    def __init__(self, broker: Broker, max_params_bytes: int) -> None:
-        self._broker = broker
+    def __init__(self, broker: Callable[[], Any], socket_timeout: float | None,
+                 max_params_bytes: int) -> None:
+        # The queue's partitions (partitions.Partitions, or a Broker: the
+        # same calls), looked up at first use: the queue learns how many
+        # partitions it has from Redis then.
+        self._partitions = broker
         self._max_params_bytes = max_params_bytes
-        self._socket_timeout = broker.socket_timeout or config.SOCKET_TIMEOUT
+        self._socket_timeout = socket_timeout or config.SOCKET_TIMEOUT
         self._reset()
+
+    @property
+    def _broker(self) -> Any:
+        return self._partitions()
 
     def _reset(self) -> None:
         self._pid = os.getpid()

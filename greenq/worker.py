@@ -1,10 +1,11 @@
 """Fetch -> greenlet pool -> run -> hand the outcome to the committer.
 
-One fetching greenlet per process leases as many jobs as there are free
-slots in one round trip, and blocks in Redis (BLMOVE, the fetch pipelined
-behind it) when there are none, so an idle worker starts a new job one
-round trip after its submit, and each job submitted wakes one idle process,
-not all of them.
+One fetching greenlet per queue partition (one for a queue of one) leases
+as many jobs as there are free slots in one round trip, and blocks in Redis
+(BLMOVE, the fetch pipelined behind it) when there are none, so an idle
+worker starts a new job one round trip after its submit, and each job
+submitted wakes one idle process, not all of them. An idle process waits on
+every partition at once, one connection each.
 """
 
 from __future__ import annotations
@@ -47,6 +48,32 @@ LEASED_AFTER_STOP = ("after this process stopped fetching (Redis served the wait
                      "the fetcher it had stopped)")
 
 
+class Lane:
+    """The fetching of one queue partition: its broker, connection and
+    fetcher greenlet, and what a stop must know about them."""
+
+    __slots__ = ("broker", "index", "client", "fetcher", "parked", "maybe_orphans", "alarm",
+                 "alarm_at", "reserved")
+
+    def __init__(self, broker: Broker, index: int) -> None:
+        self.broker = broker
+        self.index = index
+        self.client: Any = None
+        self.fetcher: Any = None
+        # Not None while the fetcher waits (for a free slot, in BLMOVE, in a
+        # back-off) holding no lease, so stop() may kill it instead of
+        # waiting out the wait; then how a kill there may leave jobs leased
+        # to us that we do not run ("" none).
+        self.parked: str | None = None
+        # None, or how jobs this process does not run may have been leased to it.
+        self.maybe_orphans: str | None = None
+        # Wakes an idle worker when the next delayed job is due (see
+        # Worker._wake_for_due); with the monotonic time it is set for.
+        self.alarm: Any = None
+        self.alarm_at = 0.0
+        self.reserved = 0  # slots of the pool its fetch in flight may fill
+
+
 def _left(deadline: float | None) -> float | None:
     """Seconds until `deadline` (time.monotonic()), never negative; None: no deadline."""
     return None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -57,13 +84,16 @@ class Worker:
     of `worker_count` greenlets, each job's outcome goes to the committer,
     and `stop()` winds it all down without losing a job."""
 
-    def __init__(self, broker: Broker, registry: Registry, process_id: str,
+    def __init__(self, broker: Broker | list[Broker], registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
                  exit_when_stuck: bool = False, unknown_task_grace: float = 0.0,
                  about: dict[str, Any] | None = None,
                  serializer: Serializer | None = None) -> None:
-        self.broker = broker
+        # One broker per queue partition; the first stands for the queue
+        # where one will do.
+        self.brokers = list(broker) if isinstance(broker, list) else [broker]
+        self.broker = self.brokers[0]
         self.registry = registry
         self.process_id = process_id
         self.worker_count = worker_count
@@ -76,7 +106,7 @@ class Worker:
         self.running: dict[str, tuple[Job, gevent.Greenlet]] = {}
         timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
         tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
-        self.committer = Committer(broker, process_id, tick, health, emit, max_params_bytes,
+        self.committer = Committer(self.brokers, process_id, tick, health, emit, max_params_bytes,
                                    flush_stale_timeout, unknown_task_grace,
                                    on_cancel=self._cancel_running)
         self.committer.task_of = registry.get  # a retry waits out its task's back-off
@@ -89,86 +119,102 @@ class Worker:
         self._unknown_tasks: set[str] = set()
         self._timeouts = registry.timeouts_ms()
         self._rate_limits = registry.rate_limits()
-        # Wakes an idle worker when the next delayed job is due (see
-        # _wake_for_due); with the monotonic time it is set for.
-        self._alarm: Any = None
-        self._alarm_at = 0.0
+        self._lanes = [Lane(b, index) for index, b in enumerate(self.brokers)]
+        # A job finished or a fetch returned: fetchers waiting for a free slot look again.
+        self._slots_changed = gevent.event.Event()
         self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
-        self.lifeline = Lifeline(broker, process_id, tick, self.deadlines, exit_when_stuck)
+        self.lifeline = Lifeline(self.brokers, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
         self._hurry = gevent.event.Event()
-        # Not None while the fetcher waits (for a free slot, in BLMOVE, in a
-        # back-off) holding no lease, so stop() may kill it instead of
-        # waiting out the wait; then how a kill there may leave jobs leased
-        # to us that we do not run ("" none).
-        self._parked: str | None = None
-        # None, or how jobs this process does not run may have been leased to it.
-        self._maybe_orphans: str | None = None
-        self._fetcher = None
         # Block in Redis well within the socket timeout, or an idle wait
         # would read as a broken connection.
-        socket_timeout = broker.socket_timeout or config.SOCKET_TIMEOUT
+        socket_timeout = self.broker.socket_timeout or config.SOCKET_TIMEOUT
         self._block_seconds = min(config.FETCH_BLOCK_SECONDS, socket_timeout / 2)
-        self._client = None
         self.started = 0
         # What the registry of live workers says this process is: {"role":
         # "worker"} in-process, or a master's child with its index and master pid.
         self.about = about or {"role": "worker"}
 
+    @property
+    def _fetcher(self) -> Any:
+        """The first partition's fetcher greenlet (all of them: _lanes)."""
+        return self._lanes[0].fetcher
+
     def start(self) -> None:
-        self._client = self.broker.script_channel()
-        # One call on the queue's keys now, so missing rights (an ACL user
-        # limited to other keys) fail start() instead of idling later.
-        _held, now_ms, _cancels = self.broker.heartbeat(self.process_id, self._client)
+        now_ms = 0
+        for lane in self._lanes:
+            lane.client = lane.broker.script_channel()
+            # One call on the queue's keys now, so missing rights (an ACL user
+            # limited to other keys) fail start() instead of idling later.
+            _held, now_ms, _cancels = lane.broker.heartbeat(self.process_id, lane.client)
         # The committer's first tick (at once) registers it as a live worker.
-        self.broker.registration = json.dumps({
+        registration = json.dumps({
             "host": socket.gethostname(), "pid": os.getpid(), **self.about,
             "capacity": self.worker_count, "started_ms": now_ms})
+        for broker in self.brokers:
+            broker.registration = registration
         self.committer.start()
         self.lifeline.start()
-        self._fetcher = supervise("fetch", self._fetch_loop, self.emit, self._after_fetch_crash)
+        for lane in self._lanes:
+            lane.fetcher = supervise("fetch", lambda lane=lane: self._fetch_loop(lane), self.emit,
+                                     lambda lane=lane: self._after_fetch_crash(lane))
+
+    def _free_slots(self, lane: Lane, waiting: bool) -> int:
+        """How many jobs `lane`'s next fetch may lease: the pool's free slots
+        less what other partitions' fetches in flight may fill; a wait asks
+        for its share only, since every idle partition waits at once."""
+        free = self.pool.free_count() - sum(other.reserved for other in self._lanes)
+        if waiting and len(self._lanes) > 1:
+            free = min(free, max(1, self.pool.free_count() // len(self._lanes)))
+        return max(0, min(free, config.SCRIPT_BATCH))
 
     # -- fetching ------------------------------------------------------------
 
-    def _fetch_loop(self) -> None:
+    def _fetch_loop(self, lane: Lane) -> None:
         default_ms = int(config.DEFAULT_TASK_TIMEOUT * 1000)
+        broker, health_key = lane.broker, ("fetch", lane.index)
         queue_was_empty = False
         while not self._stopping:
-            free = min(self.pool.free_count(), config.SCRIPT_BATCH)
+            free = self._free_slots(lane, queue_was_empty)
             if free == 0:
-                self._parked = ""
+                lane.parked = ""
                 try:
-                    self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                    self._slots_changed.clear()
+                    self._slots_changed.wait(timeout=config.FETCH_BLOCK_SECONDS)
                 finally:
-                    self._parked = None
+                    lane.parked = None
                 continue
+            # A wait asks for its share only, so it reserves nothing: every
+            # idle partition waits at once.
+            lane.reserved = 0 if queue_was_empty else free
             try:
-                if self._maybe_orphans:
-                    self._give_back_orphans(self._maybe_orphans)
+                if lane.maybe_orphans:
+                    self._give_back_orphans(lane, lane.maybe_orphans)
                 if queue_was_empty:
                     # Parked in Redis' wait; stop() may kill us here and
                     # then gives back what the pipelined fetch leased.
-                    self._parked = "by the wait this stop interrupted"
+                    lane.parked = "by the wait this stop interrupted"
                     try:
-                        rows, problems, due_ms = self.broker.wait_and_fetch(
-                            self._client, self._block_seconds, self.process_id, free,
+                        rows, problems, due_ms = broker.wait_and_fetch(
+                            lane.client, self._block_seconds, self.process_id, free,
                             default_ms, self._timeouts, self._rate_limits, with_due=True)
                     finally:
-                        self._parked = None
+                        lane.parked = None
                 else:
-                    rows, problems, due_ms = self.broker.fetch(
-                        self._client, self.process_id, free, default_ms, self._timeouts,
+                    rows, problems, due_ms = broker.fetch(
+                        lane.client, self.process_id, free, default_ms, self._timeouts,
                         self._rate_limits, with_due=True)
             except REDIS_TROUBLE as exc:
+                lane.reserved = 0
                 # The script may have leased jobs whose reply we lost.
-                self._maybe_orphans = "by a fetch whose reply was lost"
-                self._parked = ""  # a stop need not wait out the back-off
+                lane.maybe_orphans = "by a fetch whose reply was lost"
+                lane.parked = ""  # a stop need not wait out the back-off
                 try:
-                    gevent.sleep(self.health.trouble(exc))
+                    gevent.sleep(self.health.trouble(exc, health_key))
                 finally:
-                    self._parked = None
+                    lane.parked = None
                 continue
-            self.health.ok()
+            self.health.ok(health_key)
             for problem in problems:
                 self.emit("error", BrokerError(problem.decode("utf-8", "replace")))
             # Fewer than asked for: the queue ran dry, so the next call waits
@@ -176,17 +222,19 @@ class Worker:
             # a fetch that would likely find nothing and cost a round trip.
             queue_was_empty = len(rows) < free * ROW
             if queue_was_empty:
-                self._wake_for_due(due_ms)
+                self._wake_for_due(lane, due_ms)
             if rows and joblog.enabled(joblog.DEBUG):  # once per batch: free when off
                 joblog.started(rows)
             for start in range(0, len(rows), ROW):
-                self._start_job(rows[start:start + ROW])
+                self._start_job(rows[start:start + ROW], lane.index)
+            lane.reserved = 0
+            self._slots_changed.set()
             if rows:
                 # Let the jobs just spawned start before the next fetch is
                 # packed and sent: a woken idle worker starts its job sooner.
                 gevent.sleep(0)
 
-    def _wake_for_due(self, due_ms: int) -> None:
+    def _wake_for_due(self, lane: Lane, due_ms: int) -> None:
         """Going idle with a delayed job due in `due_ms` (-1: none): be woken
         then. Redis ends a blocking wait only on its own cron (every 100 ms
         at its default hz), too coarse for a due time, so a timer here calls
@@ -195,52 +243,56 @@ class Worker:
         if due_ms < 0 or due_ms > self._block_seconds * 1000:
             return
         at = time.monotonic() + due_ms / 1000
-        if self._alarm is not None and not self._alarm.dead and self._alarm_at <= at:
+        if lane.alarm is not None and not lane.alarm.dead and lane.alarm_at <= at:
             return  # an earlier alarm is set already
-        if self._alarm is not None:
-            self._alarm.kill(block=False)
-        self._alarm_at = at
-        self._alarm = gevent.spawn_later(due_ms / 1000, self._wake)
+        if lane.alarm is not None:
+            lane.alarm.kill(block=False)
+        lane.alarm_at = at
+        lane.alarm = gevent.spawn_later(due_ms / 1000, self._wake, lane)
 
-    def _wake(self) -> None:
+    def _wake(self, lane: Lane) -> None:
         # This alarm has fired: the fetch it wakes may answer before wake.lua
         # does, and its _wake_for_due must set the next alarm, not take this
         # running one for an earlier alarm still to come.
-        self._alarm = None
+        lane.alarm = None
         try:
-            due_ms = self.broker.wake()
+            due_ms = lane.broker.wake()
         except REDIS_TROUBLE:  # the fetch loop reports the outage; its next wait ends anyway
             return
         if due_ms > 0 and not self._stopping:  # Redis' clock is behind ours: not due yet there
-            self._wake_for_due(due_ms)
+            self._wake_for_due(lane, due_ms)
 
-    def _after_fetch_crash(self) -> bool:
+    def _after_fetch_crash(self, lane: Lane) -> bool:
         # Rows of the crashed round may be leased but not started.
-        self._maybe_orphans = "by the fetch loop before it crashed"
+        lane.maybe_orphans = "by the fetch loop before it crashed"
+        lane.reserved = 0
         return not self._stopping
 
-    def _give_back_orphans(self, how: str) -> None:
-        """Jobs Redis says we hold but we do not run (leased `how`: by a fetch
-        whose reply was lost, ...). Give them back untouched."""
+    def _give_back_orphans(self, lane: Lane, how: str) -> None:
+        """Jobs Redis says we hold in `lane`'s partition but we do not run
+        (leased `how`: by a fetch whose reply was lost, ...). Give them back
+        untouched."""
         busy = set(self.running) | self.committer.unsettled
-        orphans = [x for job_id, token in self.broker.owned(self.process_id)
+        orphans = [x for job_id, token in lane.broker.owned(self.process_id)
                    if job_id not in busy for x in (job_id, token)]
         if orphans:
             count = len(orphans) // 2
             log.warning("giving back %d %s leased %s", count, "job" if count == 1 else "jobs", how)
-            self.broker.give_back(self.process_id, orphans, self._client)
-        self._maybe_orphans = None
+            lane.broker.give_back(self.process_id, orphans, lane.client)
+        lane.maybe_orphans = None
 
-    def _start_job(self, row: list) -> None:
+    def _start_job(self, row: list, partition: int = 0) -> None:
         try:
             job = decode_row(row, self.max_params_bytes)
         except JobDecodeError as exc:
             job = exc.job
+            job.partition = partition
             if self._give_back_unknown(job):
                 return  # the workers of its task may read what this one cannot
             self.emit("error", JobDecodeError(f"job {job.id}: {exc}"))
             self.committer.failed(job, f"JobDecodeError: {exc}", final=True)
             return
+        job.partition = partition
         task = self.registry.get(job.task_id)
         if task is None:
             if self._give_back_unknown(job):
@@ -310,6 +362,7 @@ class Worker:
                 self.deadlines.pop(job.id, None)
             self.running.pop(job.id, None)
             self._cancelled.discard(job.id)
+            self._slots_changed.set()
 
     def _succeeded(self, job: Job, result: Any) -> None:
         """Hand a returned job to the committer, its result encoded as params
@@ -353,10 +406,12 @@ class Worker:
         stale flush (those jobs run again once their timeout passed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping = True
-        if self._fetcher is not None:
-            self._stop_fetcher(deadline)
-        if self._alarm is not None:
-            self._alarm.kill(block=False)
+        self._slots_changed.set()
+        for lane in self._lanes:
+            if lane.fetcher is not None:
+                self._stop_fetcher(lane, deadline)
+            if lane.alarm is not None:
+                lane.alarm.kill(block=False)
         waiter = gevent.spawn(self.pool.join)
         self._wait(waiter, deadline)
         waiter.kill()
@@ -373,46 +428,49 @@ class Worker:
                 greenlet.kill(WorkerShutdown, block=False)
             self.pool.join(timeout=1.0 if hard is None else _left(hard))
         held = self.committer.stop(hard)
-        if held:
-            # Redis says we hold jobs after every outcome was written: leased
-            # by a wait Redis served after the first check (_stop_fetcher).
-            self._give_back_orphans_by(hard, self._maybe_orphans or LEASED_AFTER_STOP,
-                                       forget=True)
+        for lane, holds in zip(self._lanes, held or ()):
+            if holds:
+                # Redis says we hold jobs after every outcome was written: leased
+                # by a wait Redis served after the first check (_stop_fetcher).
+                self._give_back_orphans_by(lane, hard, lane.maybe_orphans or LEASED_AFTER_STOP,
+                                           forget=True)
         self.lifeline.stop()
-        if self._client is not None:
-            self._client.disconnect()
+        for lane in self._lanes:
+            if lane.client is not None:
+                lane.client.disconnect()
 
     def _wait(self, greenlet: gevent.Greenlet, deadline: float | None, hurry: bool = True) -> bool:
         """Wait for `greenlet` until `deadline` (and a hurry, if `hurry`); True if it ended."""
         gevent.wait([greenlet, self._hurry] if hurry else [greenlet], timeout=_left(deadline), count=1)
         return greenlet.ready()
 
-    def _stop_fetcher(self, deadline: float | None) -> None:
-        if self._parked is not None:
+    def _stop_fetcher(self, lane: Lane, deadline: float | None) -> None:
+        if lane.parked is not None:
             # Only a wait (or a back-off) is lost, unless the fetch pipelined
             # behind a BLMOVE had just leased jobs: those are given back
             # below. redis-py closes a connection whose read was
             # interrupted, which ends the wait once Redis sees the close.
-            self._maybe_orphans = self._parked or self._maybe_orphans
-            self._fetcher.kill()
-        elif not self._wait(self._fetcher, deadline):
+            lane.maybe_orphans = lane.parked or lane.maybe_orphans
+            lane.fetcher.kill()
+        elif not self._wait(lane.fetcher, deadline):
             # A fetch in flight: its jobs start and run like the others,
             # unless Redis does not answer before the deadline (or a hurry).
-            self._fetcher.kill()
-            self._maybe_orphans = "by a fetch this stop cut short"
-        if self._maybe_orphans and not self._hurry.is_set() and _left(deadline) != 0:
+            lane.fetcher.kill()
+            lane.maybe_orphans = "by a fetch this stop cut short"
+        if lane.maybe_orphans and not self._hurry.is_set() and _left(deadline) != 0:
             # Now, not after the running jobs: they may take minutes.
-            self._give_back_orphans_by(deadline, self._maybe_orphans)
+            self._give_back_orphans_by(lane, deadline, lane.maybe_orphans)
 
-    def _give_back_orphans_by(self, deadline: float | None, how: str, forget: bool = False) -> None:
+    def _give_back_orphans_by(self, lane: Lane, deadline: float | None, how: str,
+                              forget: bool = False) -> None:
         """_give_back_orphans, abandoned at `deadline` (or a hurry, unless
         `forget`); `forget`: then a heartbeat, which forgets this process in
         Redis if it holds nothing any more (and in the registry of live workers)."""
         def give_back() -> None:
             try:
-                self._give_back_orphans(how)
+                self._give_back_orphans(lane, how)
                 if forget:
-                    self.broker.heartbeat(self.process_id, self._client, leaving=True)
+                    lane.broker.heartbeat(self.process_id, lane.client, leaving=True)
             except REDIS_TROUBLE as exc:
                 log.warning("could not give back jobs leased %s (%r); the stale flush will", how, exc)
 

@@ -18,6 +18,9 @@ sys.path.insert(0, TESTS)
 
 from redis_server import RedisServer  # noqa: E402
 
+# `redis_cluster`, a local Redis Cluster, for the tests that ask for it.
+pytest_plugins = ["cluster_fixtures"]
+
 TASKS = os.path.join(TESTS, "tasks")
 
 
