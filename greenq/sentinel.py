@@ -145,7 +145,7 @@ def _handshake_at_master(connection: SentinelConnection) -> None:
     connection.send_command("ROLE")
     try:
         role = connection.read_response()[0]
-    except redis.ResponseError as exc:  # ROLE refused to this ACL user: READONLY still guards writes
+    except redis.ResponseError as exc:  # ROLE refused to this ACL user; READONLY still guards
         log.debug("ROLE refused at %s: %s", connection._host_error(), exc)
         return
     role = role.decode() if isinstance(role, bytes) else str(role)
