@@ -13,13 +13,52 @@ TLS, AUTH and error replies are still redis-py's Connection's business.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 from typing import Any, Iterator, Sequence
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from . import config
+
+
+class OutageReplies:
+    """Mixed into every connection class greenq uses: an error reply that
+    says this node stopped being a writable master is an outage, not a
+    refusal. The connection closes (the next connect may find the new
+    master: a Sentinel connection asks the sentinels) and the call raises
+    redis.ConnectionError, which the worker loops ride out with back-off
+    and report once per outage, and the committer answers by keeping its
+    finishes to send again. A job never fails for it.
+
+    READONLY: the node was made a replica (a failover, REPLICAOF) and a
+    write reached it; a script gets it at its first write, so nothing of
+    the call was done. UNBLOCKED: the same change ended a blocking read
+    (the fetcher's BLMOVE)."""
+
+    outage_codes: tuple[str, ...] = ("READONLY", "UNBLOCKED")
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            if not (isinstance(exc, ReadOnlyError) or str(exc).startswith(self.outage_codes)):
+                raise
+            where = self._host_error()  # type: ignore[attr-defined]
+            self.disconnect()  # type: ignore[attr-defined]
+            code = "READONLY" if isinstance(exc, ReadOnlyError) else str(exc).split(" ", 1)[0]
+            raise redis.ConnectionError(
+                f"{where} no longer takes writes ({code}: {exc})") from None
+
+
+@functools.lru_cache(maxsize=None)
+def outage_aware(connection_class: type) -> type:
+    """`connection_class` with OutageReplies mixed in (itself when it has it)."""
+    if issubclass(connection_class, OutageReplies):
+        return connection_class
+    return type(connection_class.__name__, (OutageReplies, connection_class),
+                {"__module__": __name__, "__doc__": connection_class.__doc__})
 
 
 class ScriptChannel:

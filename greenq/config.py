@@ -76,7 +76,10 @@ def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]] | None]:
 
 
 def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None) -> dict[str, Any]:
-    """Keyword arguments for a redis-py connection pool.
+    """Keyword arguments for a redis-py connection pool (its connection
+    class included). URLs: redis://, rediss://, unix:// as redis-py parses
+    them, and redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
+    (greenq/sentinel.py).
 
     Timeouts are set explicitly, and redis-py's own retries are off: a
     re-sent script must be greenq's decision (every script is idempotent or
@@ -85,6 +88,9 @@ def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
+
+    from . import sentinel
+    from .channel import outage_aware
 
     if redis_url is not None and redis_config is not None:
         raise ValueError("give redis_url or redis_config, not both")
@@ -97,9 +103,12 @@ def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None
     else:
         url = redis_url or redis_url_from_env()
         try:
-            kwargs = redis.connection.parse_url(url)
+            kwargs = sentinel.parse_url(url) if sentinel.is_sentinel_url(url) \
+                else redis.connection.parse_url(url)
         except ValueError as exc:
             raise ValueError(f"bad Redis URL: {exc}") from None
+    # Every mode: a node that became a replica is an outage (channel.py).
+    kwargs["connection_class"] = outage_aware(kwargs.get("connection_class", redis.Connection))
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     kwargs["retry"] = Retry(NoBackoff(), 0)
@@ -109,6 +118,8 @@ def connection_kwargs(redis_url: str | None, redis_config: dict[str, Any] | None
 
 def describe(kwargs: dict[str, Any]) -> str:
     """Where a connection goes, without the password."""
+    if kwargs.get("master_locator") is not None:
+        return f"{kwargs['master_locator'].describe()}/{kwargs.get('db', 0)}"
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
     return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -394,8 +394,9 @@ class GreenQueue:
         """Redis answers again: say so loudly if it is a new server process
         (restarted), which lost every job unless it kept its data on disk.
         A log line, not an `error` event: the outage already had its one.
-        Not on a cluster, where a failover puts another server in place."""
-        if self.nodes.cluster:
+        Not on a cluster or behind Sentinel, where a failover puts another
+        server in place."""
+        if self.nodes.cluster or self.connection.get("master_locator") is not None:
             return
         try:
             run_id = self.broker.shared.info("server").get("run_id")
