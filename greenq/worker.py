@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.pool
 
 from . import config, joblog
@@ -53,7 +54,7 @@ class Lane:
     fetcher greenlet, and what a stop must know about them."""
 
     __slots__ = ("broker", "index", "client", "fetcher", "parked", "maybe_orphans", "alarm",
-                 "alarm_at", "reserved")
+                 "alarm_at", "reserved", "has_turn")
 
     def __init__(self, broker: Broker, index: int) -> None:
         self.broker = broker
@@ -72,6 +73,7 @@ class Lane:
         self.alarm: Any = None
         self.alarm_at = 0.0
         self.reserved = 0  # slots of the pool its fetch in flight may fill
+        self.has_turn = False  # holds Worker._fetch_turn
 
 
 def _left(deadline: float | None) -> float | None:
@@ -122,6 +124,7 @@ class Worker:
         self._lanes = [Lane(b, index) for index, b in enumerate(self.brokers)]
         # A fetch returned: fetchers waiting for the slots it held look again.
         self._slots_changed = gevent.event.Event()
+        self._fetch_turn = gevent.lock.Semaphore(1)  # see _take_fetch_turn
         self.deadlines: dict[str, Deadline] = {}  # job id -> when its time limit runs out
         self.lifeline = Lifeline(self.brokers, process_id, tick, self.deadlines, exit_when_stuck)
         self._stopping = False
@@ -187,9 +190,12 @@ class Worker:
                 finally:
                     lane.parked = None
                 continue
+            if not queue_was_empty and len(self._lanes) > 1 and not self._take_fetch_turn(lane):
+                continue
             # A wait asks for its share only, so it reserves nothing: every
             # idle partition waits at once.
-            lane.reserved = 0 if queue_was_empty else free
+            lane.reserved = 0 if queue_was_empty else self._free_slots(lane, False)
+            free = lane.reserved or free
             try:
                 if lane.maybe_orphans:
                     self._give_back_orphans(lane, lane.maybe_orphans)
@@ -209,6 +215,7 @@ class Worker:
                         self._rate_limits, with_due=True)
             except REDIS_TROUBLE as exc:
                 lane.reserved = 0
+                self._end_fetch_turn(lane)
                 # The script may have leased jobs whose reply we lost.
                 lane.maybe_orphans = "by a fetch whose reply was lost"
                 lane.parked = ""  # a stop need not wait out the back-off
@@ -231,11 +238,33 @@ class Worker:
             for start in range(0, len(rows), ROW):
                 self._start_job(rows[start:start + ROW], lane.index)
             lane.reserved = 0
+            self._end_fetch_turn(lane)
             self._slots_changed.set()
             if rows:
                 # Let the jobs just spawned start before the next fetch is
                 # packed and sent: a woken idle worker starts its job sooner.
                 gevent.sleep(0)
+
+    def _take_fetch_turn(self, lane: Lane) -> bool:
+        """With several partitions, one fetch that is not a wait at a time:
+        slots freed while it is in flight then go to the next fetch whole,
+        as with one partition, instead of to several small fetches at once.
+        False: no slot left once it was this lane's turn."""
+        lane.parked = ""
+        try:
+            self._fetch_turn.acquire()
+        finally:
+            lane.parked = None
+        lane.has_turn = True
+        if self._free_slots(lane, False) == 0:
+            self._end_fetch_turn(lane)
+            return False
+        return True
+
+    def _end_fetch_turn(self, lane: Lane) -> None:
+        if lane.has_turn:
+            lane.has_turn = False
+            self._fetch_turn.release()
 
     def _wake_for_due(self, lane: Lane, due_ms: int) -> None:
         """Going idle with a delayed job due in `due_ms` (-1: none): be woken
@@ -269,6 +298,7 @@ class Worker:
         # Rows of the crashed round may be leased but not started.
         lane.maybe_orphans = "by the fetch loop before it crashed"
         lane.reserved = 0
+        self._end_fetch_turn(lane)
         return not self._stopping
 
     def _give_back_orphans(self, lane: Lane, how: str) -> None:
