@@ -39,7 +39,7 @@ import redis
 from redis.backoff import EqualJitterBackoff
 
 from . import config
-from .broker import REDIS_TROUBLE, Broker, record_from_flat
+from .broker import REDIS_TROUBLE, record_from_flat
 from .errors import BrokerError, JobNotFoundError, ParamsError, StateError, WaitTimeout
 from .job import ENDED, Job, job_from_record, text
 

@@ -15,7 +15,6 @@ import redis
 
 from conftest import TASKS, wait_until
 from greenq import GreenQueue
-from greenq.keys import Keys
 from greenq.nodes import slot_of
 
 LOG_TASK = os.path.join(TASKS, "cluster_log.py")
