@@ -210,10 +210,15 @@ def main(redis_url, namespace, queue_id):
               help="After SIGTERM/SIGINT, give jobs still running after this long back to the "
                    "queue, then exit 0 (set it under the SIGKILL grace of Docker or Kubernetes). "
                    "Default: wait for them.")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Spread a new queue over N hash tags (a Redis Cluster's masters share it). "
+                   "Default: the number stored with the queue, or 1 for a new one.")
+@click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N", help="A finish counts once N replicas have it (Redis WAIT).")
 @common_options
 def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer,
-        unknown_task_grace, log_level, redis_wait, graceful_timeout, redis_url, namespace,
-        queue_id):
+        unknown_task_grace, log_level, redis_wait, graceful_timeout, partitions, replicas,
+        redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
@@ -232,7 +237,8 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     queue = make_queue(redis_url, namespace, queue_id, child_process_count=child_process_count,
                        worker_count=worker_count, flush_stale_timeout=flush_stale_timeout,
-                       serializer=serializer, unknown_task_grace=unknown_task_grace)
+                       serializer=serializer, unknown_task_grace=unknown_task_grace,
+                       partitions=partitions, replicas=replicas)
     for spec in tasks:
         queue.register_task(spec)
     stopped = wait_for_redis(queue, redis_wait)

@@ -391,7 +391,8 @@ def test_a_submit_while_redis_is_down_raises_and_writes_nothing(namespace):
         keys = queue.keys
         left = [key for key in raw.keys(namespace + ":*") if b":sent:" not in key]  # submit marks
         assert sorted(left) == sorted([keys.job(first).encode(), keys.pending.encode(),
-                                       keys.locks.encode()])
+                                       keys.locks.encode(),
+                                       f"{namespace}:{{default}}:partitions".encode()])
         assert raw.lrange(keys.pending, 0, -1) == [first.encode()]
         assert raw.hgetall(keys.locks) == {b"r": first.encode()}
         assert raw.llen(keys.wait("r")) == 0

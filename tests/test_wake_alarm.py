@@ -16,6 +16,7 @@ def test_the_alarm_set_while_a_wake_up_is_out_is_kept(make_queue, monkeypatch):
     q = make_queue("echo", worker_count=2)
     q.start()
     worker = q._runner
+    lane = worker._lanes[0]  # the queue's one partition
     real_wake = worker.broker.wake
     fired = []
 
@@ -23,15 +24,15 @@ def test_the_alarm_set_while_a_wake_up_is_out_is_kept(make_queue, monkeypatch):
         if not fired:
             # The fetch this wake-up caused answers first and learns that
             # the next delayed job is due in 0.5 s.
-            worker._wake_for_due(500)
+            worker._wake_for_due(lane, 500)
         fired.append(gevent.getcurrent())
         return real_wake(client)
 
     monkeypatch.setattr(worker.broker, "wake", wake_answered_after_the_fetch)
-    worker._wake_for_due(0)
+    worker._wake_for_due(lane, 0)
     wait_until(lambda: fired, timeout=5)
     first = fired[0]
     wait_until(lambda: first.dead, timeout=5)
-    assert worker._alarm is not None and worker._alarm is not first
-    assert not worker._alarm.dead, "no alarm is set for the next delayed job"
+    assert lane.alarm is not None and lane.alarm is not first
+    assert not lane.alarm.dead, "no alarm is set for the next delayed job"
     wait_until(lambda: len(fired) == 2, timeout=5)  # and it goes off
