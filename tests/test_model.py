@@ -578,6 +578,10 @@ class QueueMachine(RuleBasedStateMachine):
                                ("active", [j for p in PROCS for j in m.owned[p]]),
                                ("scheduled", list(m.delayed))):
             for job_id in members:
+                if job_id == "":
+                    # A wake-up, no job: one a dying waiter moved to the
+                    # hand-off list may meet a new one pushed into pending.
+                    continue
                 assert job_id not in place, f"{job_id} both {place[job_id]} and {where}"
                 place[job_id] = where
         for job_id, record, pttl in zip(ids, replies[14::2], replies[15::2]):
