@@ -199,9 +199,10 @@ class Broker:
 
     def _check_confirmed(self, confirmed: Any, replies: list) -> None:
         """Raise unless WAIT's reply says `replicas` replicas have the writes."""
-        if any(isinstance(reply, Exception) for reply in replies):
-            # The scripts' own error says more (READONLY: a demoted master);
-            # a NOSCRIPT or a redirection is sent again, with a WAIT of its own.
+        if replies and all(isinstance(reply, Exception) for reply in replies):
+            # Nothing ran: the scripts' own error says more (READONLY: a
+            # demoted master); a NOSCRIPT or a redirection is sent again,
+            # with a WAIT of its own. When some ran, their writes need it.
             return
         if isinstance(confirmed, Exception):
             raise confirmed  # e.g. NOPERM: the ACL user needs +wait

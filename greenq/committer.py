@@ -131,7 +131,7 @@ class Committer:
         self.client = self._client_for(self.broker)
         self._greenlet = supervise("commit", self._loop, self.emit, self._after_crash)
 
-    def stop(self, deadline: float | None = None) -> int | None:
+    def stop(self, deadline: float | None = None) -> list[int | None] | None:
         """Commit everything still buffered, then stop (forgetting this process
         in Redis if it holds no job any more, and in the registry of live
         workers). Does nothing if it never started (the process' start()
@@ -149,22 +149,21 @@ class Committer:
             self._greenlet.kill()  # _commit keeps the batch it was sending: counted below
             log.error("Redis did not answer before the shutdown deadline: the outcomes of %d "
                       "jobs are not recorded; the stale flush will run them again", self.backlog())
-        held = None
         timer = gevent.Timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         timer.start()
         for broker in self.brokers:
             broker.registration = ""  # no later heartbeat (the lifeline's) registers it again
-        held: list[int] | None = None
+        held: list[int | None] = []
         try:
-            held = []
             for broker in self.brokers:
-                client = self._client_for(broker)
-                held.append(broker.heartbeat(self.process_id, client, leaving=True)[0])
-                if not self._resending:
-                    broker.drop_receipts(self.process_id, client)
-        except REDIS_TROUBLE as exc:
-            held = None
-            log.warning("could not send the last heartbeat: %r", exc)
+                try:  # a partition whose node is gone must not cost the others theirs
+                    client = self._client_for(broker)
+                    held.append(broker.heartbeat(self.process_id, client, leaving=True)[0])
+                    if not self._resending:
+                        broker.drop_receipts(self.process_id, client)
+                except REDIS_TROUBLE as exc:
+                    log.warning("could not send the last heartbeat: %r", exc)
+                    held.append(None)
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise

@@ -60,13 +60,17 @@ class Health:
         return wait
 
     def ok(self, loop: object = None) -> None:
-        if loop in self._failing:
-            self._failing.discard(loop)
-            if self._failing:
-                return
-            log.warning("Redis reachable again")
-            if self._on_recover is not None:
-                import gevent
-
-                gevent.spawn(self._on_recover)
+        """Note a call of `loop` that worked. The outage (and the back-off's
+        growth) ends with the last failing loop: a loop on a node that never
+        failed must not reset the back-off of one whose node is down."""
+        if loop not in self._failing:
+            return
+        self._failing.discard(loop)
+        if self._failing:
+            return
         self._failures = 0
+        log.warning("Redis reachable again")
+        if self._on_recover is not None:
+            import gevent
+
+            gevent.spawn(self._on_recover)

@@ -136,15 +136,19 @@ class Lifeline:
                 clients = self._stuck(overdue, clients)
             if abandoned or now - last_beat < self.interval:
                 continue
-            try:
-                clients = clients or {}
-                for broker in self.brokers:
+            clients = clients or {}
+            failed = False
+            for broker in self.brokers:
+                try:  # one partition's node gone must not cost the others their heartbeat
                     broker.heartbeat(self.process_id, self._client(clients, broker))
-                last_beat = now
-            except Exception as exc:  # Redis trouble: the next round tries again
-                log.warning("heartbeat from the lifeline thread failed: %r", exc)
+                except Exception as exc:  # Redis trouble: the next round tries again
+                    log.warning("heartbeat from the lifeline thread failed: %r", exc)
+                    failed = True
+            if failed:
                 self._close(clients)
                 clients = None
+            else:
+                last_beat = now
 
     def _stuck(self, overdue: list[Deadline], clients: dict | None) -> dict | None:
         """Note each overdue job's reason in Redis, then end the process (a

@@ -173,11 +173,12 @@ class GreenQueue:
         """The queue's partitions, their number read from Redis at the first
         call that needs it; `store`: a call that writes to the queue, which
         stores the number if Redis has none yet (the queue's first use)."""
-        if self._partitions is None or (store and not self._partitions_stored):
-            wanted = self.partitions if self._partitions is None else self._partitions.count
+        if self._partitions is None or not self._partitions_stored:
+            # Until Redis has the number, each call asks again: another
+            # process (workers started with partitions=N) may store it first.
             count, self._partitions_stored = stored_partitions(
-                self.nodes, self.namespace, self.queue_id, wanted, store)
-            if self._partitions is None:
+                self.nodes, self.namespace, self.queue_id, self.partitions, store)
+            if self._partitions is None or self._partitions.count != count:
                 self._partitions = Partitions(self.nodes, self.namespace, self.queue_id, count,
                                               self.result_ttl, self.replicas)
         return self._partitions

@@ -256,7 +256,7 @@ class Worker:
         finally:
             lane.parked = None
         lane.has_turn = True
-        if self._free_slots(lane, False) == 0:
+        if self._stopping or self._free_slots(lane, False) == 0:
             self._end_fetch_turn(lane)
             return False
         return True
@@ -335,6 +335,12 @@ class Worker:
                 f" (registered: {', '.join(sorted(self.registry.tasks)) or 'none'})")
             self.emit("error", error)
             self.committer.failed(job, f"UnknownTaskError: {error}", final=True)
+            return
+        if self.pool.full():
+            # Fetches of several partitions at once leased more than the
+            # pool holds: back to the head of its queue, untouched, rather
+            # than a fetcher blocked in spawn holding a leased job.
+            self.committer.give_back(job)
             return
         self.started += 1
         greenlet = self.pool.spawn(self._run, job, task)

@@ -273,3 +273,26 @@ def test_a_failover_and_a_killed_master_under_running_workers(
     wait_until(lambda: {n for _k, _r, n, _p in runs(r, "fo2")} >=
                {n for names in more.values() for n in names}, timeout=60)
     check_runs(runs(r, "fo2"), more, once=False)
+
+
+def test_a_reader_that_came_first_follows_the_number_the_workers_stored(make_queue,
+                                                                        redis_server, r):
+    reader = make_queue(LOG_TASK)  # partitions=None, on a queue nobody used yet
+    assert reader.stats()["pending"] == 0 and len(reader.brokers) == 1
+    workers = make_queue(LOG_TASK, partitions=3, worker_count=4)
+    workers.start()  # stores 3
+    job = reader.submit_job("cluster.log", resource_id="x", params={
+        "url": redis_server.url, "log": "reader", "name": "n", "resource": "x"})
+    assert len(reader.brokers) == 3
+    assert reader.wait(job, timeout=20).state == "succeeded"
+
+
+def test_more_partitions_than_workers_run_every_job_once(make_queue, redis_server, r):
+    queue = make_queue(LOG_TASK, partitions=6, worker_count=2)
+    expected = submit_spread(queue, redis_server.url, "few", resources=20, per_resource=3)
+    queue.start()
+    wait_until(lambda: r.llen("few") == 2 * 60, timeout=60)
+    check_runs(runs(r, "few"), expected)
+    began = time.monotonic()
+    queue.shutdown(timeout=5)
+    assert time.monotonic() - began < 10  # no fetcher stuck holding a leased job
