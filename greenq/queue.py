@@ -185,8 +185,9 @@ class GreenQueue:
 
     @property
     def brokers(self) -> list[Broker]:
-        """One Broker per partition, partition 0 first."""
-        return self._partition_set().brokers
+        """One Broker per partition, partition 0 first (as last learned: the
+        queue's own calls look again while Redis has no number stored)."""
+        return (self._partitions or self._partition_set()).brokers
 
     @property
     def broker(self) -> Broker:
