@@ -60,4 +60,5 @@ def stubborn(params):
         gevent.sleep(params.get("seconds", 30))
     except greenq.JobCancelled:
         ended[job.id] = "swallowed"
+        gevent.sleep(params.get("linger", 0))   # still under way a while after the cancel
     return "late"
