@@ -405,16 +405,19 @@ class Broker:
         return self._run(client, "wake", (k.delayed, k.pending, k.counts), ())
 
     def complete_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
-        """`groups`: job id, lease token, result encoding, result blob ("" both: none)."""
+        """`groups`: job id, lease token, result encoding, result blob ("" both:
+        none), microseconds perform ran ("": not known)."""
         k = self.keys
-        return ("complete", (k.pending, k.locks, k.counts, k.held),
+        return ("complete", (k.pending, k.locks, k.counts, k.held, k.metrics, k.history),
                 (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *groups))
 
     def fail_call(self, process_id: str, groups: Sequence, drop_receipts: bool = False) -> tuple:
         """`groups`: job id, lease token, error text, "0" may retry / "1" final /
-        "c" cancelled, ms a retry waits (0: at once) (see fail.lua)."""
+        "c" cancelled, ms a retry waits (0: at once), microseconds perform ran
+        ("": not known) (see fail.lua)."""
         k = self.keys
-        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held, k.delayed),
+        return ("fail", (k.pending, k.locks, k.counts, k.failed, k.held, k.delayed, k.metrics,
+                         k.history),
                 (k.prefix, process_id, _flag(drop_receipts), *self.keep_args, *groups))
 
     def heartbeat_call(self, process_id: str, leaving: bool = False) -> tuple:
@@ -430,7 +433,7 @@ class Broker:
         (an operator's explicit call; the workers' periodic flush waits)."""
         k = self.keys
         return ("flush_stale", (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.clock,
-                                k.held, k.delayed, k.retry_policies),
+                                k.held, k.delayed, k.retry_policies, k.metrics, k.history),
                 (k.prefix, limit, *_STALL_ARGS, "1" if forced else "0", *self.keep_args))
 
     def run_batch(self, client: Client, calls: list[tuple]) -> list:
@@ -439,7 +442,7 @@ class Broker:
 
     def complete(self, process_id: str, pairs: Sequence, client: Client = None) -> list:
         """Finish jobs as succeeded without a result; `pairs`: job id, lease token."""
-        groups = [x for i in range(0, len(pairs), 2) for x in (pairs[i], pairs[i + 1], "", "")]
+        groups = [x for i in range(0, len(pairs), 2) for x in (pairs[i], pairs[i + 1], "", "", "")]
         return self._run(client or self.shared, *self.complete_call(process_id, groups))
 
     def fail(self, process_id: str, groups: Sequence, client: Client = None,
@@ -450,7 +453,7 @@ class Broker:
         waits = list(waits) if waits is not None else [0] * count
         if len(waits) != count:
             raise ValueError(f"{count} jobs, {len(waits)} waits")
-        full = [x for i in range(count) for x in (*groups[4 * i:4 * i + 4], waits[i])]
+        full = [x for i in range(count) for x in (*groups[4 * i:4 * i + 4], waits[i], "")]
         return self._run(client or self.shared, *self.fail_call(process_id, full))
 
     def heartbeat(self, process_id: str, client: Client = None, leaving: bool = False) -> list:
@@ -468,7 +471,7 @@ class Broker:
         k = self.keys
         rows, left = self._run(client or self.shared, "reclaim_process",
                                (k.procs, k.beats, k.pending, k.locks, k.counts, k.failed, k.held,
-                                k.delayed, k.retry_policies),
+                                k.delayed, k.retry_policies, k.metrics, k.history),
                                (k.prefix, process_id, why, limit, *self.keep_args))
         return rows, left
 
@@ -548,7 +551,8 @@ class Broker:
     def cancel(self, job_id: str) -> int:
         """1 cancelled (or under way, for a running job), 0 ended or unknown (cancel.lua)."""
         k = self.keys
-        return self._run(self.shared, "cancel", (k.locks, k.counts, k.pending, k.held, k.delayed),
+        return self._run(self.shared, "cancel", (k.locks, k.counts, k.pending, k.held, k.delayed,
+                                                  k.metrics, k.history),
                          (k.prefix, job_id, *self.keep_args))
 
     @rerouted

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 FLUSH_LIMIT = 1000  # stale jobs reclaimed per tick at most
 
 
+def _micros(seconds: float | None) -> int | str:
+    """How long perform ran, for the duration histogram ("": it did not run)."""
+    return "" if seconds is None else int(seconds * 1_000_000)
+
+
 class Committer:
     """The one greenlet that writes a process' job outcomes and heartbeats:
     job greenlets hand it their outcome and go on; it sends whatever has
@@ -269,13 +274,13 @@ class Committer:
             drop = self._receipts_written and not self._resending
             if succeeded:
                 groups = [x for job, encoding, blob in succeeded
-                          for x in (job.id, job.token, encoding, blob)]
+                          for x in (job.id, job.token, encoding, blob, _micros(job.duration))]
                 calls.append(broker.complete_call(pid, groups, drop))
                 handlers.append(lambda codes, jobs=succeeded: self._after_complete(jobs, codes))
                 drop = False
             if failed:
                 groups = [x for job, error, how, wait in failed
-                          for x in (job.id, job.token, error, how, wait)]
+                          for x in (job.id, job.token, error, how, wait, _micros(job.duration))]
                 calls.append(broker.fail_call(pid, groups, drop))
                 handlers.append(lambda codes, jobs=failed: self._after_fail(jobs, codes))
                 drop = False

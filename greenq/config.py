@@ -39,6 +39,12 @@ SCRIPT_BATCH = 100                # jobs per script call (bulk, commit, fetch): 
 PROMOTE_BATCH = 100               # delayed jobs that came due, moved to pending per fetch at most
 RECONNECT_BACKOFF = (0.05, 2.0)   # first and longest wait between retries when Redis is gone
 REPLICA_WAIT = 5.0                # replicas=N: a write's replicas must confirm within this long
+# Upper bounds (seconds) of the job duration and wait histograms' buckets, and
+# the minutes of outcome history kept per partition: scripts/include/metrics.lua
+# holds the same figures (tests/test_metrics.py checks they agree).
+HISTOGRAM_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0)
+HISTORY_MINUTES = 1440
 
 
 def redis_url_from_env() -> str:

@@ -17,7 +17,7 @@ class Keys:
 
     __slots__ = ("prefix", "pending", "handoff", "locks", "held", "counts", "failed", "procs",
                  "beats", "clock", "workers", "alive", "delayed", "rates", "retry_policies",
-                 "ended", "schedules")
+                 "ended", "schedules", "metrics", "history")
 
     def __init__(self, namespace: str, queue_id: str, partition: int | None = None) -> None:
         tag = queue_id if partition is None else f"{queue_id}:{partition}"
@@ -63,6 +63,11 @@ class Keys:
         # ZSET schedule name -> next fire time ms; each schedule's definition
         # is the HASH schedule:<name> (see scripts/save_schedule.lua).
         self.schedules = self.prefix + "schedules"
+        # HASH per-task outcome counters and duration / wait histograms, and
+        # HASH a ring of per-minute outcome counts: written by the scripts
+        # that end jobs (include/metrics.lua), read by greenq/metrics.py.
+        self.metrics = self.prefix + "metrics"
+        self.history = self.prefix + "history"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

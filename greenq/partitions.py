@@ -155,12 +155,19 @@ class Partitions:
         found: list[dict] = [{} for _ in job_ids]
         for per_partition in replies:
             for index, reply in enumerate(per_partition):
-                if isinstance(reply, Exception):
-                    raise reply
-                if reply and not found[index]:
-                    found[index] = dict(zip(reply[0::2], reply[1::2])) \
-                        if isinstance(reply, list) else reply
+                record = _as_dict(reply)
+                if record and not found[index]:
+                    found[index] = record
         return found
+
+    def metrics_hashes(self) -> list[dict[bytes, bytes]]:
+        """Each partition's metrics HASH (scripts/include/metrics.lua), one
+        round trip per node."""
+        return [_as_dict(reply[0]) for reply in self._gather(lambda b: [("HGETALL", b.keys.metrics)])]
+
+    def history_slots(self, fields: Sequence[str]) -> list[list]:
+        """`fields` of each partition's history HASH, one round trip per node."""
+        return [reply[0] for reply in self._gather(lambda b: [("HMGET", b.keys.history, *fields)])]
 
     def record(self, job_id: str) -> dict:
         return self.job_records([job_id])[0]
@@ -261,3 +268,9 @@ class Partitions:
                 return int(score)
         return None
 
+
+def _as_dict(reply: Any) -> dict:
+    """An HGETALL reply as a dict, whichever form the connection gave it."""
+    if isinstance(reply, Exception):
+        raise reply
+    return dict(zip(reply[0::2], reply[1::2])) if isinstance(reply, list) else dict(reply)

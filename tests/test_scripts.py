@@ -1225,14 +1225,19 @@ def test_each_lua_include_works_from_its_arguments_alone(q):
 
     reclaimed = q.submit("t", "r2", retries=1)
     q.fetch("host:3:p3", 10)
-    out = include_alone(q, ["release", "backoff", "reclaim"],
+    out = include_alone(q, ["release", "backoff", "metrics", "reclaim"],
                         f"local out = {{}} local queue = {queue[:-1]}, failed = KEYS[5], "
-                        "delayed = KEYS[6], policies = KEYS[7]} "
-                        "return {reclaim(queue, out, ARGV[2], ARGV[3], 'dead'), out}",
-                        (*queue_keys, k.failed, k.delayed, k.retry_policies),
+                        "delayed = KEYS[6], policies = KEYS[7], now = 120000, "
+                        "metrics = open_metrics(KEYS[8], KEYS[9], 120000)} "
+                        "local moved = reclaim(queue, out, ARGV[2], ARGV[3], 'dead') "
+                        "queue.metrics.flush() return {moved, out}",
+                        (*queue_keys, k.failed, k.delayed, k.retry_policies, k.metrics,
+                         k.history),
                         (k.prefix, "host:3:p3", reclaimed))
     assert out[0] == 1 and out[1][:2] == [reclaimed.encode(), b"retry"]
     assert q.rec(reclaimed)["state"] == "pending" and q.rec(reclaimed)["error"] == "dead"
+    assert q.r.hget(k.metrics, "o\tretried\tt") == b"1"
+    assert q.r.hmget(k.history, "m2", "r2") == [b"2", b"1"]   # minute 2 of the epoch, slot 2
 
 
 # -- NOSCRIPT fallback -----------------------------------------------------------

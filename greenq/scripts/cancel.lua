@@ -16,6 +16,8 @@
     KEYS[3] pending  LIST of runnable job ids
     KEYS[4] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     KEYS[5] delayed  ZSET job id -> ms it becomes runnable
+    KEYS[6] metrics  HASH per-task counters and histograms (include/metrics.lua)
+    KEYS[7] history  HASH per-minute outcome counts (include/metrics.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, cancels:<process id>
     ARGV[2] job id
     ARGV[3] ms to keep the ended record (result_ttl), ARGV[4] at least when watched
@@ -30,15 +32,18 @@ local prefix, id = ARGV[1], ARGV[2]
 -- @include now_ms
 -- @include release
 -- @include ended
+-- @include metrics
 
 local job_key = prefix .. "job:" .. id
-local f = redis.pcall("HMGET", job_key, "state", "res", "owner", "watch", "cancel")
+local f = redis.pcall("HMGET", job_key, "state", "res", "owner", "watch", "cancel", "task")
 if f.err or not f[1] then return 0 end
 local state, resource, owner, watched = f[1], f[2], f[3], f[4]
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key, keep = tonumber(ARGV[3]), grace = tonumber(ARGV[4]),
                 now = now_ms() }
 
+-- A running job is counted when its finish ends it; one not started, here.
+local metrics = open_metrics(KEYS[6], KEYS[7], queue.now)
 if state == "active" then
   if not f[5] then
     rcall("HSET", job_key, "cancel", 1)
@@ -49,6 +54,8 @@ elseif state == "scheduled" then
   rcall("ZREM", delayed_key, id)
   release(queue, resource, id)
   end_job(queue, id, job_key, "cancelled", watched, {})
+  metrics.count(f[6], "cancelled")
+  metrics.flush()
   return 1
 elseif state == "waiting" or state == "pending" then
   -- Its id stays where it is; the record stays until a fetch or a release
@@ -60,6 +67,8 @@ elseif state == "waiting" or state == "pending" then
     rcall("HINCRBY", counts_key, "skipped", 1)
     release(queue, resource, id)
   end
+  metrics.count(f[6], "cancelled")
+  metrics.flush()
   return 1
 end
 return 0

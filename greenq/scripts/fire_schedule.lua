@@ -63,6 +63,6 @@ end
 local job_key = prefix .. "job:" .. id
 if rcall("EXISTS", job_key) == 1 then return { 1, id } end
 rcall("HSET", job_key, "task", task, "enc", d[6], "params", d[7], "retries", d[8],
-      "attempts", 0, "res", resource)
+      "attempts", 0, "res", resource, "queued", now)
 enqueue(queue, id, job_key, resource)
 return { 1, id }

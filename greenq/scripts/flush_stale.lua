@@ -22,6 +22,8 @@
     KEYS[8] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     KEYS[9] delayed  ZSET job id -> ms it becomes runnable (a retry's back-off)
     KEYS[10] retry_policies  HASH task id -> "delay_ms backoff max_ms" (include/backoff.lua)
+    KEYS[11] metrics  HASH per-task counters and histograms (include/metrics.lua)
+    KEYS[12] history  HASH per-minute outcome counts (include/metrics.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>, cancels:<process id>
     ARGV[2] limit
@@ -46,13 +48,15 @@ local stall_ms, grace_ms, forced = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 -- @include ended
 -- @include backoff
 -- @include delay
+-- @include metrics
 -- @include reclaim
 
 local now = now_ms()
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key, failed = failed_key, delayed = delayed_key,
                 policies = policies_key, keep = tonumber(ARGV[6]),
-                grace = tonumber(ARGV[7]), now = now }
+                grace = tonumber(ARGV[7]), now = now,
+                metrics = open_metrics(KEYS[11], KEYS[12], now) }
 local out, moved = {}, 0
 if now < observe_clock(clock_key, now, stall_ms, grace_ms) and not forced then
   return out
@@ -82,4 +86,5 @@ for _, proc in ipairs(due) do
   if moved >= limit then break end
 end
 if moved > 0 then rcall("HINCRBY", counts_key, "active", -moved) end
+queue.metrics.flush()
 return out

@@ -17,6 +17,8 @@
     KEYS[7] held     HASH holder id -> resource, for holders with waiters (include/release.lua)
     KEYS[8] delayed  ZSET job id -> ms it becomes runnable (a retry's back-off)
     KEYS[9] retry_policies  HASH task id -> "delay_ms backoff max_ms" (include/backoff.lua)
+    KEYS[10] metrics  HASH per-task counters and histograms (include/metrics.lua)
+    KEYS[11] history  HASH per-minute outcome counts (include/metrics.lua)
     ARGV[1] key prefix; per-id keys: job:<id>, wait:<resource>, owned:<process id>,
             receipts:<process id>, cancels:<process id>
     ARGV[2] process id
@@ -38,12 +40,14 @@ local prefix, proc, why, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- @include ended
 -- @include backoff
 -- @include delay
+-- @include metrics
 -- @include reclaim
 
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key, failed = failed_key, delayed = delayed_key,
                 policies = policies_key, keep = tonumber(ARGV[5]),
                 grace = tonumber(ARGV[6]), now = now_ms() }
+queue.metrics = open_metrics(KEYS[10], KEYS[11], queue.now)
 local owned_key = prefix .. "owned:" .. proc
 local out, moved = {}, 0
 for _, id in ipairs(rcall("ZRANGE", owned_key, 0, limit - 1)) do
@@ -51,6 +55,7 @@ for _, id in ipairs(rcall("ZRANGE", owned_key, 0, limit - 1)) do
   if reclaim(queue, out, proc, id, why) then moved = moved + 1 end
 end
 if moved > 0 then rcall("HINCRBY", counts_key, "active", -moved) end
+queue.metrics.flush()
 touch_process(procs_key, beats_key, proc, owned_key, tonumber(rcall("HGET", beats_key, proc)) or 0)
 local left = rcall("ZCARD", owned_key)
 if left == 0 then rcall("DEL", prefix .. "receipts:" .. proc, prefix .. "cancels:" .. proc) end

@@ -69,13 +69,15 @@ for i = 4, #ARGV, 8 do
       coalesced[#coalesced + 1] = (i - 4) / 8 + 1
       coalesced[#coalesced + 1] = target
     else
-      rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3],
-            "params", ARGV[i + 4], "retries", ARGV[i + 5], "attempts", 0)
-      if resource ~= "" then rcall("HSET", job_key, "res", resource) end
+      now = now or now_ms()
       if due ~= "" then
-        now = now or now_ms()
         due = string.sub(due, 1, 1) == "+" and now + tonumber(string.sub(due, 2)) or tonumber(due)
       end
+      -- "queued": from when its wait counts (include/metrics.lua), for a
+      -- delayed job its due time.
+      rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3], "params", ARGV[i + 4],
+            "retries", ARGV[i + 5], "attempts", 0, "queued", due ~= "" and math.max(due, now) or now)
+      if resource ~= "" then rcall("HSET", job_key, "res", resource) end
       if due ~= "" and due > now then
         rcall("HSET", job_key, "state", "scheduled")
         delay_job(queue, id, due)

@@ -18,9 +18,10 @@
 -- the number of true returns.
 --   queue  as for release() and end_job(), plus failed = LIST of failed job ids,
 --          delayed = ZSET job id -> ms it becomes runnable, policies = HASH
---          task id -> retry policy
--- Needs include/release, include/ended, include/backoff and include/delay before it; uses nothing of the
--- including script.
+--          task id -> retry policy, metrics = open_metrics(...) (counts the
+--          outcome; how long a dead process' run took is not known)
+-- Needs include/release, include/ended, include/backoff, include/delay and
+-- include/metrics before it; uses nothing of the including script.
 local rcall = redis.call
 local function reclaim(queue, out, proc, id, why)
   local job_key = queue.prefix .. "job:" .. id
@@ -37,24 +38,29 @@ local function reclaim(queue, out, proc, id, why)
   local retries = tonumber(f[7]) or 0
   local outcome = "fail"
   if f[12] then
+    queue.metrics.count(f[3], "cancelled")
     outcome = "cancel"
     rcall("SREM", queue.prefix .. "cancels:" .. proc, id)
     release(queue, f[4], id)
     end_job(queue, id, job_key, "cancelled", f[13], { "error", why })
   elseif retries > 0 then
     retries = retries - 1
+    queue.metrics.count(f[3], "retried")
     rcall("HDEL", job_key, "unknown_since")  -- a run of a worker that knew its task
     local wait = f[3] and backoff_ms(rcall("HGET", queue.policies, f[3]), tonumber(f[8]) or 1) or 0
     if wait > 0 then
       outcome = "delay"
-      rcall("HSET", job_key, "state", "scheduled", "retries", retries, "error", why)
+      rcall("HSET", job_key, "state", "scheduled", "retries", retries, "error", why,
+            "queued", queue.now + wait)
       delay_job(queue, id, queue.now + wait)
     else
       outcome = "retry"
-      rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why)
+      rcall("HSET", job_key, "state", "pending", "retries", retries, "error", why,
+            "queued", queue.now)
       rcall("LPUSH", queue.pending, id)
     end
   else
+    queue.metrics.count(f[3], "failed")
     rcall("RPUSH", queue.failed, id)
     release(queue, f[4], id)
     end_job(queue, id, job_key, "failed", f[13], { "error", why })

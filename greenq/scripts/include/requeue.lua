@@ -7,10 +7,13 @@
 -- Needs include/release and include/enqueue before it; uses nothing of the
 -- including script. Shared by retry_failed.lua and failed_select.lua, so
 -- both retry a job the same way.
+-- @include now_ms
 local function requeue(queue, id)
   local job_key = queue.prefix .. "job:" .. id
   if redis.call("TYPE", job_key).ok ~= "hash" then return false end
   redis.call("HDEL", job_key, "owner", "started", "ended")
+  queue.now = queue.now or now_ms()
+  redis.call("HSET", job_key, "queued", queue.now)
   enqueue(queue, id, job_key, redis.call("HGET", job_key, "res"))
   return true
 end
