@@ -82,6 +82,18 @@ def test_every_page_answers_200_with_live_data_escaped(live, serve):
     assert "&lt;script&gt;alert(&#39;params&#39;)&lt;/script&gt;" in detail
     assert "&lt;svg onload=alert(&#39;error&#39;)&gt;" in detail
     assert site.get("/jobs/no-such-job").status == 404
+    # The chart, from the per-minute history counted in Redis: this minute's bars.
+    assert re.search(r'<rect class="bar succeeded"[^>]*><title>[0-9:]+ UTC: 3 succeeded</title>',
+                     seen["/"])
+    assert re.search(r'<rect class="bar failed"[^>]*><title>[0-9:]+ UTC: 2 failed</title>',
+                     seen["/"])
+    exposition = site.get("/metrics")
+    assert exposition.status == 200
+    assert exposition.headers["Content-Type"].startswith("text/plain")
+    assert 'greenq_jobs_total{outcome="failed",queue="default",task="web.fail"} 1.0' \
+        in text(exposition) or \
+        'greenq_jobs_total{queue="default",task="web.fail",outcome="failed"} 1.0' \
+        in text(exposition)
     static = site.get("/static/greenq.js")
     assert static.status == 200 and static.headers["Content-Type"].startswith("text/javascript")
 
@@ -224,7 +236,7 @@ def _greenq(*args, env=None, **kwargs):
 
 
 def test_only_loopback_addresses_count_as_loopback():
-    from greenq.web.command import is_loopback
+    from greenq.web.auth import is_loopback
 
     assert all(map(is_loopback, ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.0.2.1", "example.com", ""]))

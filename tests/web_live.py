@@ -51,6 +51,7 @@ class Live:
     waiting: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     scheduled: list[str] = field(default_factory=list)
+    succeeded: list[str] = field(default_factory=list)
 
 
 def wait_for(predicate, timeout: float = 15.0):
@@ -67,6 +68,9 @@ def populate(make_queue, **kwargs) -> Live:
     queue = make_queue(sys.modules[__name__], worker_count=3, unknown_task_grace=0, **kwargs)
     queue.start()
     live = Live(queue)
+    live.succeeded = [queue.submit_job("web.ok", params={"n": n}) for n in range(3)]
+    for job_id in live.succeeded:
+        queue.wait(job_id, timeout=15)
     live.failed.append(queue.submit_job("web.fail", resource_id=XSS_RESOURCE,
                                         params={"message": XSS_ERROR, "x": XSS_PARAM}))
     live.failed.append(queue.submit_job(XSS_TASK, params={"x": XSS_PARAM}))

@@ -5,6 +5,7 @@ every action form carries, and the same-origin check on actions."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
 from urllib.parse import urlsplit
@@ -14,6 +15,17 @@ from werkzeug.wrappers import Request
 log = logging.getLogger("greenq.web")
 
 REALM = "greenq"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine: the only
+    addresses `greenq web` serves on without a password."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class Guard:

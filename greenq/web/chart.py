@@ -46,7 +46,8 @@ def _count(row: dict[str, Any], name: str) -> int:
 
 def build(history: list[dict[str, Any]]) -> Chart | None:
     """The chart of `history` (oldest minute first, as metrics.history gives
-    it); None when there is no minute to draw."""
+    it); None when there is no minute to draw. A chart without bars: no
+    job ended in those minutes."""
     rows = sorted((row for row in history if row.get("minute") is not None),
                   key=lambda row: int(row["minute"]))
     if not rows:

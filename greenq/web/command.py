@@ -7,7 +7,6 @@ start without a password (--password or $GREENQ_WEB_PASSWORD): exit 2."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import sys
@@ -15,18 +14,9 @@ import sys
 import click
 
 from ..cli import EXIT_USAGE, common_options, existing_queue
+from .auth import is_loopback
 
 log = logging.getLogger("greenq.web")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 @click.command("web")

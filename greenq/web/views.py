@@ -3,15 +3,14 @@ data through greenq.browse and render it. /metrics and /api/stats too."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
+from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.wrappers import Response
 
-from .. import browse
+from .. import browse, metrics as queue_metrics
 from . import chart
 
 if TYPE_CHECKING:
@@ -22,16 +21,6 @@ log = logging.getLogger("greenq.web")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 PREVIEW = 10        # rows of each list the dashboard's front page shows
 HISTORY_MINUTES = 60
-
-
-def _metrics() -> Any:
-    """greenq.metrics, or None in a tree that does not have it yet."""
-    try:
-        return importlib.import_module("greenq.metrics")
-    except ModuleNotFoundError as exc:
-        if exc.name != "greenq.metrics":
-            raise
-        return None
 
 
 def _paging(context: Context) -> tuple[str | None, int]:
@@ -73,20 +62,12 @@ def _done(context: Context) -> str | None:
     return done_message(context.request.args.get("done", ""))
 
 
-def history(queue: Any) -> list[dict[str, Any]] | None:
-    metrics = _metrics()
-    if metrics is None:
-        return None
-    return metrics.history(queue, minutes=HISTORY_MINUTES)
-
-
 def dashboard(context: Context) -> Response:
     queue = context.queue
-    rows = history(queue)
+    rows = queue_metrics.history(queue, minutes=HISTORY_MINUTES)
     return context.render(
         "dashboard.html", title="Dashboard", counts=browse.counts(queue),
-        chart=chart.build(rows or []), series=chart.SERIES, history_minutes=HISTORY_MINUTES,
-        history_known=rows is not None,
+        chart=chart.build(rows), series=chart.SERIES, history_minutes=HISTORY_MINUTES,
         running=browse.running(queue, limit=PREVIEW), locked=browse.locked(queue, limit=PREVIEW),
         failed=browse.failed(queue, limit=PREVIEW), done=_done(context))
 
@@ -140,10 +121,7 @@ def job(context: Context, job_id: str) -> Response:
 
 
 def metrics(context: Context) -> Response:
-    module = _metrics()
-    if module is None:
-        raise ServiceUnavailable("this greenq has no metrics module")
-    body, content_type = module.render(context.queue)
+    body, content_type = queue_metrics.render(context.queue)
     return Response(body, content_type=content_type)
 
 
