@@ -242,8 +242,8 @@ def test_only_loopback_addresses_count_as_loopback():
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.0.2.1", "example.com", ""]))
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "example.com"])
-def test_web_refuses_a_non_loopback_host_without_a_password(redis_url, host):
+def test_web_refuses_a_non_loopback_host_without_a_password(redis_url):
+    host = "0.0.0.0"
     env = {**os.environ}
     env.pop("GREENQ_WEB_PASSWORD", None)
     run = _greenq("web", "--host", host, "--port", "0", "--redis-url", redis_url, env=env)

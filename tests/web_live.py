@@ -16,6 +16,7 @@ import urllib3
 from gevent.pywsgi import WSGIServer
 
 import greenq
+from greenq.web.server import listener
 
 # Released at a test's end so that the blocking jobs end before shutdown.
 RELEASE = gevent.event.Event()
@@ -97,7 +98,7 @@ class Served:
     """A WSGI app served over HTTP on 127.0.0.1 and a free port."""
 
     def __init__(self, app) -> None:
-        self.server = WSGIServer(("127.0.0.1", 0), app, log=None)
+        self.server = WSGIServer(listener("127.0.0.1", 0), app, log=None)
         self.server.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.http = urllib3.PoolManager(retries=False, timeout=20)

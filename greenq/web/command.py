@@ -15,6 +15,7 @@ import click
 
 from ..cli import EXIT_USAGE, common_options, existing_queue
 from .auth import is_loopback
+from .server import listener
 
 log = logging.getLogger("greenq.web")
 
@@ -50,7 +51,7 @@ def web(host, port, read_only, password, log_level, redis_url, namespace, queue_
                         format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
     queue = existing_queue(redis_url, namespace, queue_id)
     app = make_app(queue, read_only=read_only, password=password)
-    server = pywsgi.WSGIServer((host, port), app, log=logging.getLogger("greenq.web.access"),
+    server = pywsgi.WSGIServer(listener(host, port), app, log=logging.getLogger("greenq.web.access"),
                                error_log=logging.getLogger("greenq.web.error"))
     server.start()
     for signum in (signal.SIGTERM, signal.SIGINT):
