@@ -16,8 +16,7 @@ import pytest
 from greenq.web import make_app
 
 import web_live
-from web_live import (MARKERS, XSS_ERROR, XSS_PARAM, XSS_RESOURCE, XSS_SCHEDULE, XSS_TASK,
-                      Served, csrf_of, text)
+from web_live import MARKERS, Served, csrf_of, text
 
 PAGES = ("/", "/running", "/locked", "/pending", "/scheduled", "/schedules", "/processes",
          "/failed", "/failed?task=web.fail", "/waiting?resource=res-a", "/api/stats")

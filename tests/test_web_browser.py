@@ -16,6 +16,8 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from greenq.web import make_app
 
@@ -35,6 +37,7 @@ def browser():
     for program in ("chromium", "chromedriver"):
         assert shutil.which(program), f"{program} is missing: apt-get install chromium chromium-driver"
     options = webdriver.ChromeOptions()
+    os.makedirs(ARTIFACTS, exist_ok=True)
     options.binary_location = shutil.which("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,1000"):
@@ -63,6 +66,15 @@ def shoot(driver, name: str) -> str:
     return path
 
 
+def after_click(driver, selector: str, expected: str) -> str:
+    """The text of `selector` once it shows `expected`, on the page a click
+    leads to (a form's POST and redirect: the click returns before that
+    page is there, and the page before may have a `selector` too)."""
+    WebDriverWait(driver, 15).until(expected_conditions.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, selector), expected))
+    return driver.find_element(By.CSS_SELECTOR, selector).text
+
+
 def no_alert(driver) -> bool:
     try:
         driver.switch_to.alert
@@ -85,9 +97,23 @@ def test_every_page_loads_in_chromium_and_runs_no_injected_script(browser, site)
     shoot(browser, "job")
     browser.get(served.url + "/")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar.failed")
-    dashboard = shoot(browser, "dashboard")
+    shoot(browser, "dashboard")
+
+
+def test_a_working_day_dashboard_for_the_readme(browser, make_queue):
+    live = web_live.showcase(make_queue)
+    served = Served(make_app(live.queue))
+    try:
+        browser.set_window_size(1280, 1250)
+        browser.get(served.url + "/")
+        assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar.succeeded")
+        assert len(browser.find_elements(By.XPATH, "//a[starts-with(text(), 'album:')]")) >= 3
+        assert browser.save_screenshot(os.path.join(ARTIFACTS, "readme_dashboard.png"))
+    finally:
+        served.close()
+        web_live.release()
     if not os.path.exists(DOCS_SCREENSHOT) or os.environ.get("GREENQ_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(dashboard, DOCS_SCREENSHOT)
+        shutil.copyfile(os.path.join(ARTIFACTS, "readme_dashboard.png"), DOCS_SCREENSHOT)
 
 
 def test_retry_delete_and_bulk_cancel_by_clicking(browser, site, r):
@@ -96,7 +122,7 @@ def test_retry_delete_and_bulk_cancel_by_clicking(browser, site, r):
     browser.get(served.url + "/failed")
     row = browser.find_element(By.XPATH, f"//tr[.//a[text()='{live.failed[0]}']]")
     row.find_element(By.CSS_SELECTOR, "button.retry").click()
-    assert "1 job retried" in browser.find_element(By.CSS_SELECTOR, ".done").text
+    assert after_click(browser, ".done", "1 job retried") == "1 job retried"
     assert live.failed[0].encode() not in r.lrange(queue.keys.failed, 0, -1)
     assert r.hget(queue.keys.prefix + "job:" + live.failed[0], "state") in (b"waiting",
                                                                            b"pending")
@@ -107,15 +133,15 @@ def test_retry_delete_and_bulk_cancel_by_clicking(browser, site, r):
     alert = browser.switch_to.alert
     assert live.failed[1] in alert.text
     alert.accept()
-    assert "1 job deleted" in browser.find_element(By.CSS_SELECTOR, ".done").text
+    assert after_click(browser, ".done", "1 job deleted") == "1 job deleted"
     assert r.llen(queue.keys.failed) == 0
 
     browser.get(served.url + "/pending")
     browser.find_element(By.CSS_SELECTOR, "form.bulk button.cancel").click()
-    question = browser.find_element(By.CSS_SELECTOR, ".question").text
+    question = after_click(browser, ".question", "pending job")
     assert question.startswith("Cancel 4 pending jobs"), question
     shoot(browser, "confirm")
     assert [queue.get_job(job_id).state for job_id in live.pending] == ["pending"] * 4
     browser.find_element(By.ID, "confirm").click()
-    assert "4 jobs cancelled" in browser.find_element(By.CSS_SELECTOR, ".done").text
+    assert after_click(browser, ".done", "4 jobs cancelled") == "4 jobs cancelled"
     assert [queue.get_job(job_id).state for job_id in live.pending] == ["cancelled"] * 4

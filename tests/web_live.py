@@ -44,6 +44,25 @@ def ok(params):
     return params
 
 
+# The README screenshot's tasks: ordinary names, ordinary failures.
+@greenq.task("image.resize", timeout=30.0)
+def resize(params):
+    RELEASE.wait(60)
+
+
+@greenq.task("email.send")
+def send(params):
+    if params.get("bounce"):
+        raise ConnectionError(f"SMTP server refused recipient {params['to']}: 550 mailbox unavailable")
+
+
+@greenq.task("invoice.render")
+def render(params):
+    if params.get("broken"):
+        raise ValueError(f"invoice {params['invoice']}: template field 'vat_id' is missing")
+    return {"pages": 2}
+
+
 @dataclass
 class Live:
     queue: object
@@ -87,6 +106,33 @@ def populate(make_queue, **kwargs) -> Live:
     live.pending.append(queue.submit_job(XSS_TASK, resource_id="res-p", params={"x": XSS_PARAM}))
     live.scheduled.append(queue.submit_job("web.ok", resource_id=XSS_RESOURCE, delay=3600))
     queue.add_schedule(XSS_SCHEDULE, "web.ok", every=3600, params={"x": XSS_PARAM})
+    return live
+
+
+def showcase(make_queue) -> Live:
+    """A queue that looks like a working day, for docs/dashboard.png."""
+    global RELEASE
+    RELEASE = gevent.event.Event()
+    queue = make_queue(sys.modules[__name__], worker_count=4)
+    queue.start()
+    live = Live(queue)
+    jobs = [{"task_id": "invoice.render", "resource_id": f"customer:{n % 7}",
+             "params": {"invoice": 1000 + n, "broken": n % 9 == 4}} for n in range(40)]
+    jobs += [{"task_id": "email.send", "params": {"to": f"user{n}@example.com",
+                                                  "bounce": n % 11 == 3}} for n in range(60)]
+    ended = queue.submit_jobs(jobs)
+    for job_id in ended:
+        queue.wait(job_id, timeout=15)
+    for n in range(3):
+        live.running.append(queue.submit_job("image.resize", resource_id=f"album:{n + 1}",
+                                             params={"size": 1024}))
+    wait_for(lambda: queue.stats()["active"] == 3)
+    queue.submit_jobs([{"task_id": "image.resize", "resource_id": "album:1",
+                        "params": {"size": s}} for s in (512, 256)])
+    queue.submit_jobs([{"task_id": "email.send", "params": {"to": f"late{n}@example.com"},
+                        "delay": 600} for n in range(5)])
+    queue.add_schedule("nightly-invoices", "invoice.render", cron="0 2 * * *",
+                       params={"invoice": 0})
     return live
 
 
