@@ -305,3 +305,29 @@ def _bound_port(run) -> tuple[int, str]:
         if found:
             return int(found.group(1)), "".join(seen)
     raise AssertionError("greenq web did not say where it listens: " + "".join(seen))
+
+
+def test_pages_of_a_queue_over_three_partitions(make_queue, serve):
+    live = web_live.populate(make_queue, partitions=3)
+    try:
+        site = serve(make_app(live.queue))
+        for path in PAGES:
+            response = site.get(path)
+            assert response.status == 200, (path, text(response)[:300])
+            assert_escaped(text(response))
+        assert all(job_id in text(site.get("/pending")) for job_id in live.pending)
+        assert all(job_id in text(site.get("/running")) for job_id in live.running)
+    finally:
+        web_live.release()
+
+
+def test_redis_down_gives_503_without_the_password(serve, caplog):
+    from greenq import GreenQueue
+
+    queue = GreenQueue(redis_url="redis://someone:hunter2-secret@127.0.0.1:1/0")
+    site = serve(make_app(queue))
+    response = site.get("/failed")
+    assert response.status == 503
+    assert "127.0.0.1:1/0" in text(response)
+    assert "hunter2" not in text(response) and "hunter2" not in caplog.text
+    assert "hunter2" not in repr(queue)

@@ -197,7 +197,9 @@ def make_app(queue: "GreenQueue", *, read_only: bool = False, password: str | No
     this dashboard behind one address (a pre-fork server's workers), else
     each process draws its own and a form posted to another process fails.
     """
-    if not hasattr(queue, "brokers"):
+    from ..queue import GreenQueue
+
+    if not isinstance(queue, GreenQueue):
         raise TypeError(f"make_app needs a GreenQueue, not {type(queue).__name__}")
     if not isinstance(read_only, bool):
         raise TypeError("read_only must be True or False")
