@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from . import config
 from .broker import Broker
+from .schedules import timing_from_fields
 # The detail view, tallies and actions live there; this module is the one door.
 from .browse_actions import (_check_task, cancel, cancel_all, count_matching, delete,
                              delete_all_failed, failed_tasks, job, retry, retry_all_failed)
@@ -176,9 +177,9 @@ def schedules(queue: Any, cursor: str | None = None, limit: int = 50) -> Page:
     """The schedules, soonest next run first (params left out: a list view)."""
     def make(row: list, partition: int) -> dict:
         name, next_ms, task, resource, cron, every, tz, retries, last = row
-        every_s = _text(every)
-        return {"name": _text(name), "task_id": _text(task), "cron": _text(cron) or None,
-                "every": float(every_s) if every_s else None, "tz": _text(tz) or "UTC",
+        timing = timing_from_fields(_text(cron) or "", _text(every) or "", _text(tz) or "UTC")
+        return {"name": _text(name), "task_id": _text(task), "cron": timing.cron,
+                "every": timing.every, "tz": timing.tz,
                 "resource_id": _text(resource) or None, "retries": _int(retries) or 0,
                 "next_run": (_int(next_ms) or 0) / 1000, "next_run_ms": _int(next_ms),
                 "last_run": None if _int(last) is None else _int(last) / 1000,

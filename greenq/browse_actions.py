@@ -16,7 +16,7 @@ from .job import text
 log = logging.getLogger(__name__)
 
 SCAN_PER_CALL = 10_000       # slots one tally call walks: a few ms of Redis time
-FAILED_TASKS_SCAN = 100_000  # failed_tasks(): the newest this many failed jobs per partition
+FAILED_TASKS_SCAN = 50_000  # failed_tasks(): the newest this many failed jobs per partition
 MAX_TASKS = 200              # failed_tasks(): distinct task ids at most
 CANCEL_CHUNK = 500           # ids a bulk cancel reads at a time
 VIEWS = ("pending", "scheduled", "failed")
@@ -45,14 +45,14 @@ def _view_keys(broker: Broker, view: str) -> list[tuple[str, str]]:
 
 
 def _tally(broker: Broker, key: str, kind: str, task: str, start: int, scan: int,
-           max_tasks: int) -> tuple[int, dict[str, int]]:
+           max_tasks: int, skip_cancelled: bool) -> tuple[int, dict[str, int]]:
     """browse_tally.lua over `scan` slots of `key` from `start`, in calls of
     SCAN_PER_CALL: matches of `task`, and the ids of each task seen."""
     matched, tasks, pos, walked = 0, {}, start, 0
     while walked < scan:
         found, flat, new_pos, size = broker.browse(
             "tally", (key,), (broker.keys.prefix, kind, pos, min(SCAN_PER_CALL, scan - walked),
-                              task, max_tasks))
+                              task, max_tasks, "1" if skip_cancelled else "0"))
         matched += found
         for name, count in zip(flat[0::2], flat[1::2]):
             tasks[text(name) or ""] = tasks.get(text(name) or "", 0) + count
@@ -71,7 +71,7 @@ def failed_tasks(queue: Any) -> list[str]:
     seen: set[str] = set()
     for broker in queue.brokers:
         _, tasks = _tally(broker, broker.keys.failed, "list", "", -FAILED_TASKS_SCAN,
-                          FAILED_TASKS_SCAN, MAX_TASKS)
+                          FAILED_TASKS_SCAN, MAX_TASKS, False)
         seen.update(tasks)
     return sorted(seen)[:MAX_TASKS]
 
@@ -83,7 +83,7 @@ def count_matching(queue: Any, view: str, task: str | None = None) -> int:
     view, task = _check_view(view), _check_task(task)
     if not task:
         return queue.stats()[view]
-    return sum(_tally(broker, key, kind, task, 0, 1 << 62, 0)[0]
+    return sum(_tally(broker, key, kind, task, 0, 1 << 62, 0, view != "failed")[0]
                for broker in queue.brokers for key, kind in _view_keys(broker, view))
 
 

@@ -47,6 +47,7 @@ if task ~= "" or skip_cancelled then chunk = math.max(want * 4, 500) end
 chunk = math.min(chunk, scan)
 
 local rows, found, walked = {}, 0, 0
+local rpcall = redis.pcall  -- hoisted: a filtered walk calls it per id
 while found < want and walked < scan and pos < size do
   local n = math.min(chunk, scan - walked, size - pos)
   local first, last = pos, pos + n - 1
@@ -65,7 +66,7 @@ while found < want and walked < scan and pos < size do
     if from == "right" then at = count - j + 1 end
     local id = ids[(at - 1) * step + 1]
     local score = kind == "zset" and ids[at * 2] or ""
-    local values = redis.pcall("HMGET", record_prefix .. id, unpack(fields))
+    local values = rpcall("HMGET", record_prefix .. id, unpack(fields))
     if values.err then values = {} end
     local keep = true
     if task ~= "" and values[task_at] ~= task then keep = false end
