@@ -617,6 +617,11 @@ class Broker:
             (k.prefix, mode, task_id, *how))
         return acted, next_cursor, bool(done)
 
+    def browse(self, name: str, keys: Sequence[str], args: Sequence) -> Any:
+        """Run the read-only script browse_<name>.lua (greenq/browse.py's
+        dashboard pages); safe to send twice."""
+        return self._pipeline(None, [(f"browse_{name}", keys, args)], resend_safe=True)[0]
+
     @rerouted
     def redis_now_ms(self) -> int:
         """Redis' clock, epoch ms."""

@@ -24,9 +24,9 @@ def _sub_command(argv: list[str]) -> str | None:
     return None
 
 
-# `greenq run` and `greenq demo` run greenlets: patch before anything else
+# `greenq run`, `demo` and `web` run greenlets: patch before anything else
 # imports socket, ssl or threading's locks.
-if _sub_command(sys.argv[1:]) in ("run", "demo"):
+if _sub_command(sys.argv[1:]) in ("run", "demo", "web"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -524,6 +524,12 @@ for _command in _JOB_COMMANDS:
 from .cli_schedule import COMMANDS as _SCHEDULE_COMMANDS  # noqa: E402
 
 for _command in _SCHEDULE_COMMANDS:
+    main.add_command(_command)
+
+# `greenq web`, with the dashboard it serves.
+from .web.command import COMMANDS as _WEB_COMMANDS  # noqa: E402
+
+for _command in _WEB_COMMANDS:
     main.add_command(_command)
 
 

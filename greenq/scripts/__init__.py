@@ -46,4 +46,7 @@ def load(name: str) -> Script:
 NAMES = ("submit", "fetch", "complete", "fail", "heartbeat", "flush_stale",
          "give_back", "retry_failed", "delete_failed", "note", "reclaim_process",
          "give_back_unknown", "cancel", "watch", "failed_select", "wake",
-         "save_schedule", "remove_schedule", "fire_schedule")
+         "save_schedule", "remove_schedule", "fire_schedule",
+         # Read-only pages of the dashboard (greenq/browse.py).
+         "browse_page", "browse_tally", "browse_locked", "browse_running",
+         "browse_processes", "browse_owned")
