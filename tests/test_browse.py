@@ -321,3 +321,24 @@ def test_a_filtered_page_that_runs_out_of_budget_returns_a_cursor_to_go_on(make_
     assert [item["id"] for item in found] == [ids[-1]] == [
         i for i in ids if queue.get_job(i).task_id == "filters.b"]
     assert len(walk(browse.failed, 50, queue=queue)) == 10
+
+
+def test_pages_and_actions_run_on_a_redis_cluster(redis_cluster, namespace):
+    """Three partitions spread over the cluster's masters: each page's
+    script runs on the node that serves its partition."""
+    queue = GreenQueue(redis_cluster.url, namespace=namespace, partitions=3)
+    try:
+        held = queue.submit_jobs([{"task_id": "t.a", "resource_id": f"res-{n}"}
+                                  for n in range(12)])
+        behind = queue.submit_jobs([{"task_id": "t.b", "resource_id": "res-0"}] * 2)
+        later = queue.submit_jobs([{"task_id": "t.a", "delay": 600}] * 4)
+        assert sorted(i["id"] for i in walk(browse.pending, 5, queue=queue)) == sorted(held)
+        assert sorted(i["resource"] for i in walk(browse.locked, 5, queue=queue)) == \
+            sorted(f"res-{n}" for n in range(12))
+        assert [i["id"] for i in browse.waiting_behind(queue, "res-0").items] == behind
+        assert sorted(i["id"] for i in walk(browse.scheduled, 3, queue=queue)) == sorted(later)
+        assert browse.count_matching(queue, "scheduled", "t.a") == 4
+        assert browse.cancel_all(queue, "scheduled") == 4
+        assert browse.counts(queue)["scheduled"] == 0
+    finally:
+        queue.shutdown()
