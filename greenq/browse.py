@@ -6,28 +6,24 @@ HSCAN over hashes, only the record fields a row shows (HMGET, never
 params). Pages go partition by partition: partition 0's items in the
 view's order, then partition 1's, and so on. A cursor is an opaque text
 (view, partition, position) handed back for the next page; a queue that
-changes between pages may have an item repeated or skipped, as with any
-offset paging. See docs/browse.md."""
+changes between pages may repeat or skip an item. See docs/browse.md."""
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from . import config
 from .broker import Broker
-from .schedules import timing_from_fields
 # The detail view, tallies and actions live there; this module is the one door.
-from .browse_actions import (_check_task, cancel, cancel_all, count_matching, delete,
+from .browse_actions import (_check_task, cancel, cancel_all, count_matching, counts, delete,
                              delete_all_failed, failed_tasks, job, retry, retry_all_failed)
+from .schedules import timing_from_fields
 
 __all__ = ["Page", "counts", "running", "locked", "waiting_behind", "pending", "scheduled",
            "schedules", "processes", "failed", "failed_tasks", "job", "retry", "delete", "cancel",
            "retry_all_failed", "delete_all_failed", "cancel_all", "count_matching"]
-
-log = logging.getLogger(__name__)
 
 MAX_LIMIT = 500
 SCAN_PER_CALL = 10_000    # list slots one script call walks at most: a few ms of Redis time
@@ -86,10 +82,8 @@ def _cursor(view: str, *numbers: Any) -> str:
 
 # -- pages of lists and sorted sets ---------------------------------------------
 
-Segments = Callable[[Broker], Sequence[tuple[str, str]]]
-
-
-def _walk(queue: Any, view: str, segments: Segments, cursor: Any, limit: int,
+def _walk(queue: Any, view: str, segments: Callable[[Broker], Sequence[tuple[str, str]]],
+          cursor: Any, limit: int,
           fields: Sequence[str], make: Callable[[list, int], dict], *, kind: str = "list",
           record: str = "job:", task: str = "", skip_cancelled: bool = False,
           total: int | None = None) -> Page:
@@ -138,10 +132,6 @@ def _runnable(broker: Broker) -> list[tuple[str, str]]:
     return [(broker.keys.handoff, "right"), (broker.keys.pending, "right")]
 
 
-def counts(queue: Any) -> dict[str, int]:
-    return queue.stats()
-
-
 def pending(queue: Any, cursor: str | None = None, limit: int = 50) -> Page:
     """Runnable jobs, next to run first (cancelled ids still in the lists skipped)."""
     return _walk(queue, "pending", _runnable, cursor, limit, SUMMARY, _summary,
@@ -156,9 +146,8 @@ def waiting_behind(queue: Any, resource: str, cursor: str | None = None,
         raise ValueError(f"resource must be a non-empty str, not {resource!r}")
     home = queue.brokers[queue._partition_set().of(resource, resource)]
     key = home.keys.wait(resource)
-    # A call that walks nothing answers the list's length alone.
     size = home.browse("page", (key,), (home.keys.prefix + "job:", "list", "left", 0, 0, 0, "",
-                                        "0"))[2]
+                                        "0"))[2]  # a call that walks nothing: the length alone
     return _walk(queue, "waiting", lambda b: [(key, "left")] if b is home else [], cursor, limit,
                  SUMMARY, _summary, skip_cancelled=True, total=size)
 
@@ -177,12 +166,13 @@ def schedules(queue: Any, cursor: str | None = None, limit: int = 50) -> Page:
     """The schedules, soonest next run first (params left out: a list view)."""
     def make(row: list, partition: int) -> dict:
         name, next_ms, task, resource, cron, every, tz, retries, last = row
+        last_ms = _int(last)
         timing = timing_from_fields(_text(cron) or "", _text(every) or "", _text(tz) or "UTC")
         return {"name": _text(name), "task_id": _text(task), "cron": timing.cron,
                 "every": timing.every, "tz": timing.tz,
                 "resource_id": _text(resource) or None, "retries": _int(retries) or 0,
                 "next_run": (_int(next_ms) or 0) / 1000, "next_run_ms": _int(next_ms),
-                "last_run": None if _int(last) is None else _int(last) / 1000,
+                "last_run": None if last_ms is None else last_ms / 1000,
                 "partition": partition}
     return _walk(queue, "schedules", lambda b: [(b.keys.schedules, "left")], cursor, limit,
                  ("task", "res", "cron", "every", "tz", "retries", "last"), make,
@@ -307,6 +297,5 @@ def processes(queue: Any, cursor: str | None = None, limit: int = 50) -> Page:
         for item, held in zip(items, broker.browse("owned", (broker.keys.workers,),
                                                    (broker.keys.prefix, *ids))):
             item["running"] += held
-    for item in items:
-        item.pop("partition", None)
-    return Page(items, found[0] if found else None, next_cursor)
+    return Page([{n: v for n, v in item.items() if n != "partition"} for item in items],
+                found[0] if found else None, next_cursor)

@@ -48,7 +48,8 @@ def _tally(broker: Broker, key: str, kind: str, task: str, start: int, scan: int
            max_tasks: int, skip_cancelled: bool) -> tuple[int, dict[str, int]]:
     """browse_tally.lua over `scan` slots of `key` from `start`, in calls of
     SCAN_PER_CALL: matches of `task`, and the ids of each task seen."""
-    matched, tasks, pos, walked = 0, {}, start, 0
+    matched, pos, walked = 0, start, 0
+    tasks: dict[str, int] = {}
     while walked < scan:
         found, flat, new_pos, size = broker.browse(
             "tally", (key,), (broker.keys.prefix, kind, pos, min(SCAN_PER_CALL, scan - walked),
@@ -63,6 +64,11 @@ def _tally(broker: Broker, key: str, kind: str, task: str, start: int, scan: int
         if pos >= size:
             break
     return matched, tasks
+
+
+def counts(queue: Any) -> dict[str, int]:
+    """Jobs by state, live workers: the queue's stats()."""
+    return queue.stats()
 
 
 def failed_tasks(queue: Any) -> list[str]:
@@ -158,7 +164,8 @@ def cancel_all(queue: Any, view: str, task: str | None = None) -> int:
                     "page", (key,), (broker.keys.prefix + "job:", kind, "left", pos, CANCEL_CHUNK,
                                      CANCEL_CHUNK * 20, task, "1", "task", "state"))
                 ids = [text(rows[i]) or "" for i in range(0, len(rows), 4)]
-                cancelled = sum(queue.cancel(job_id) for job_id in ids)
+                # This partition's cancel.lua: queue.cancel would ask every partition.
+                cancelled = sum(broker.cancel(job_id) for job_id in ids)
                 acted += cancelled
                 pos = new_pos - (cancelled if kind == "zset" else 0)
                 if done:

@@ -286,3 +286,59 @@ def test_cancel_by_id_and_cancel_all_of_a_view(make_queue):
         assert browse.cancel_all(queue, "scheduled") == 3
         assert {state(queue, i) for i in later} == {"cancelled"}
         assert browse.scheduled(queue).items == [] and browse.counts(queue)["scheduled"] == 0
+
+
+# -- bounded walks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_walks_over_big_hashes_and_lists_visit_each_item_once(make_queue, partitions):
+    """300 held resources: HSCAN of a real hash table (not the small-hash
+    encoding, which answers in one batch), paged 7 at a time; the pending
+    list, paged across chunks."""
+    queue = make_queue(partitions=partitions)
+    ids = queue.submit_jobs([{"task_id": "t.a", "resource_id": f"res-{n}"} for n in range(300)])
+    locked = walk(browse.locked, 7, queue=queue)
+    assert sorted(item["resource"] for item in locked) == sorted(f"res-{n}" for n in range(300))
+    assert {item["holder_state"] for item in locked} == {"pending"}
+    assert sorted(item["id"] for item in walk(browse.pending, 7, queue=queue)) == sorted(ids)
+    assert browse.locked(queue).total == 300 and browse.pending(queue).total == 300
+
+
+def test_a_filtered_page_that_runs_out_of_budget_returns_a_cursor_to_go_on(make_queue,
+                                                                           monkeypatch):
+    queue = make_queue("filters", worker_count=4)
+    queue.start()
+    ids = fail_jobs(queue, [("filters.a", None)] * 9 + [("filters.b", None)])
+    monkeypatch.setattr(browse, "SCAN_PER_PAGE", 3)  # three slots of the failed list per page
+    pages, found, cursor = 0, [], None
+    while True:
+        page = browse.failed(queue, task="filters.b", cursor=cursor)
+        pages, found, cursor = pages + 1, found + page.items, page.cursor
+        if cursor is None:
+            break
+    assert pages == 4  # 10 slots, 3 a page; a page may come back empty with a cursor
+    assert [item["id"] for item in found] == [ids[-1]] == [
+        i for i in ids if queue.get_job(i).task_id == "filters.b"]
+    assert len(walk(browse.failed, 50, queue=queue)) == 10
+
+
+def test_pages_and_actions_run_on_a_redis_cluster(redis_cluster, namespace):
+    """Three partitions spread over the cluster's masters: each page's
+    script runs on the node that serves its partition."""
+    queue = GreenQueue(redis_cluster.url, namespace=namespace, partitions=3)
+    try:
+        held = queue.submit_jobs([{"task_id": "t.a", "resource_id": f"res-{n}"}
+                                  for n in range(12)])
+        behind = queue.submit_jobs([{"task_id": "t.b", "resource_id": "res-0"}] * 2)
+        later = queue.submit_jobs([{"task_id": "t.a", "delay": 600}] * 4)
+        assert sorted(i["id"] for i in walk(browse.pending, 5, queue=queue)) == sorted(held)
+        assert sorted(i["resource"] for i in walk(browse.locked, 5, queue=queue)) == \
+            sorted(f"res-{n}" for n in range(12))
+        assert [i["id"] for i in browse.waiting_behind(queue, "res-0").items] == behind
+        assert sorted(i["id"] for i in walk(browse.scheduled, 3, queue=queue)) == sorted(later)
+        assert browse.count_matching(queue, "scheduled", "t.a") == 4
+        assert browse.cancel_all(queue, "scheduled") == 4
+        assert browse.counts(queue)["scheduled"] == 0
+    finally:
+        queue.shutdown()

@@ -154,13 +154,20 @@ def test_every_browse_function_answers_a_huge_queue_in_under_500_ms(big_queue, c
                    lambda: browse.count_matching(queue, "pending")) == stats["pending"]
     assert measure("count_matching(scheduled, task)",
                    lambda: browse.count_matching(queue, "scheduled", "scale.task3")) > 0
+    # Reported, not bound: a count by task over the pending lists walks
+    # them whole (190,000 ids here; no index by task exists), linear in
+    # their length. docs/browse.md gives the figure.
+    pending_of_task = measure("count_matching(pending, task) [unbound]",
+                              lambda: browse.count_matching(queue, "pending", "scale.task3"))
+    assert pending_of_task == sum(1 for n in range(QUEUED - DELAYED)
+                                  if n % 7 == 3 and (n < RESOURCES or n >= RESOURCES * 9))
     job_id = browse.failed(queue, limit=1).items[0]["id"]
     assert measure("job", lambda: browse.job(queue, job_id))["state"] == "failed"
     with capsys.disabled():
         print(f"\nbrowse at scale, ms per function (worst call, fastest of {TRIES} tries):",
               json.dumps({name: round(ms, 1) for name, ms in worst.items()}))
         print("slowest single try:", json.dumps({n: round(ms, 1) for n, ms in slowest.items()}))
-    slow = {name: ms for name, ms in worst.items() if ms >= BOUND_MS}
+    slow = {name: ms for name, ms in worst.items() if ms >= BOUND_MS and "unbound" not in name}
     assert not slow, f"over {BOUND_MS} ms: {slow}"
 
 
