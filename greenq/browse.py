@@ -32,6 +32,20 @@ HSCAN_HINT, HSCAN_ROUNDS = 200, 20   # HSCAN COUNT, and HSCAN calls per script c
 ERROR_CHARS = 300
 
 
+def _tail(text: str) -> str:
+    """The end of an error text: a traceback's end says where and what."""
+    return text if len(text) <= ERROR_CHARS else "..." + text[-ERROR_CHARS:]
+
+
+def _error_line(text: str | None) -> str | None:
+    """The last non-empty line of an error text, for a traceback the
+    exception and its message, at most ERROR_CHARS characters."""
+    if text is None:
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:ERROR_CHARS] if lines else ""
+
+
 @dataclass
 class Page:
     items: list[dict]        # JSON-able dicts; all strings decoded (errors="replace")
@@ -189,7 +203,8 @@ def failed(queue: Any, task: str | None = None, cursor: str | None = None,
         job_id, _score, task_id, resource, error, ended, attempts = row
         text = _text(error)
         return {"id": _text(job_id), "task": _text(task_id), "resource": _text(resource),
-                "error": None if text is None else text[:ERROR_CHARS], "ended_ms": _int(ended),
+                "error": None if text is None else _tail(text), "summary": _error_line(text),
+                "ended_ms": _int(ended),
                 "attempts": _int(attempts) or 0, "partition": partition}
     return _walk(queue, "failed", lambda b: [(b.keys.failed, "right")], cursor, limit,
                  ("task", "res", "error", "ended", "attempts"), make, task=task,

@@ -117,7 +117,10 @@ def test_failed_is_newest_first_with_error_text_cut_and_filters_by_task(scene, r
         assert [item["id"] for item in page.items] == oldest_first[::-1]
     for item in page.items:
         assert "<b>" in queue.get_job(item["id"]).error  # a traceback, longer than a row shows
-        assert item["error"] == queue.get_job(item["id"]).error[:browse.ERROR_CHARS]
+        error = queue.get_job(item["id"]).error
+        assert item["error"] == "..." + error[-browse.ERROR_CHARS:]    # the end says what
+        assert item["summary"] == error.rstrip().splitlines()[-1][:browse.ERROR_CHARS]
+        assert item["summary"].startswith("ValueError")
         assert item["ended_ms"] > 0 and item["attempts"] == 1
     only_b = walk(browse.failed, 1, queue=queue, task="filters.b")
     assert sorted(i["id"] for i in only_b) == sorted(scene["failed"][1::2])

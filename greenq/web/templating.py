@@ -54,16 +54,9 @@ def from_now(seconds: Any) -> str:
     return f"in {age(delta)}" if delta >= 0 else f"{age(-delta)} ago"
 
 
-def first_line(text: Any) -> str:
-    """An error's last non-empty line (a traceback's exception line)."""
-    lines = [line for line in str(text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def make_environment() -> Environment:
     env = Environment(loader=PackageLoader("greenq.web", "templates"),
                       autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(age=age, epoch=epoch, epoch_ms=epoch_ms, from_now=from_now,
-                       first_line=first_line)
+    env.filters.update(age=age, epoch=epoch, epoch_ms=epoch_ms, from_now=from_now)
     return env
