@@ -550,10 +550,14 @@ class Broker:
 
     def cancel(self, job_id: str) -> int:
         """1 cancelled (or under way, for a running job), 0 ended or unknown (cancel.lua)."""
+        return self.cancel_many([job_id])[0]
+
+    def cancel_many(self, job_ids: Sequence[str]) -> list[int]:
+        """cancel() of each id, in one round trip (a bulk cancel)."""
         k = self.keys
-        return self._run(self.shared, "cancel", (k.locks, k.counts, k.pending, k.held, k.delayed,
-                                                  k.metrics, k.history),
-                         (k.prefix, job_id, *self.keep_args))
+        keys = (k.locks, k.counts, k.pending, k.held, k.delayed, k.metrics, k.history)
+        return self._pipeline(self.shared, [("cancel", keys, (k.prefix, job_id, *self.keep_args))
+                                            for job_id in job_ids])
 
     @rerouted
     def record(self, job_id: str) -> dict[bytes, bytes]:
