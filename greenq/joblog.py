@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from .job import ROW, Job, number, text
+from .job import FETCH_ROW, Job, number, text
 
 log = logging.getLogger("greenq.jobs")
 
@@ -50,8 +50,8 @@ def _last_line(error: str | None) -> str:
 
 
 def started(rows: Sequence) -> None:
-    """DEBUG: the jobs of one fetch reply (flat rows, job.ROW entries each)."""
-    for start in range(0, len(rows), ROW):
+    """DEBUG: the jobs of one fetch reply (flat rows, job.FETCH_ROW entries each)."""
+    for start in range(0, len(rows), FETCH_ROW):
         log.debug("job %s %s resource=%s attempt %d started", text(rows[start]),
                   text(rows[start + 2]), text(rows[start + 3]), number(rows[start + 7]))
 
