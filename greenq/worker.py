@@ -359,7 +359,7 @@ class Worker:
             self._unknown_tasks.add(job.task_id)
             log.warning("jobs of task %r, which this process has not registered, go back to the "
                         "queue for a worker that has; without one they fail after "
-                        "unknown_task_grace (%g s)", job.task_id, grace)
+                        "unknown_task_grace (%g s)", job.task_id, grace, extra={"task": job.task_id})
         registered = ", ".join(sorted(self.registry.tasks)) or "none"
         self.committer.give_back_unknown(job, (
             f"job {job.id} names task {job.task_id!r}, and no worker that registered it took "
