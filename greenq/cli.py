@@ -335,9 +335,22 @@ def submit(task_id, resource, params, retries, serializer, job_id, delay, coales
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--watch", is_flag=True,
+              help="Redraw the counts and their rates (jobs/s) in place until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="With --watch: seconds between draws.  [default: 2]")
 @common_options
-def stats(as_json, redis_url, namespace, queue_id):
+def stats(as_json, watch, interval, redis_url, namespace, queue_id):
     """Counts of pending, active, waiting and failed jobs."""
+    if watch:
+        if as_json:
+            raise ParamsError("--json and --watch do not go together: --watch draws a table")
+        from .cli_watch import watch as watch_stats
+
+        sys.exit(watch_stats(existing_queue(redis_url, namespace, queue_id),
+                             2.0 if interval is None else interval))
+    if interval is not None:
+        raise ParamsError("--interval goes with --watch")
     numbers = existing_queue(redis_url, namespace, queue_id).stats()
     if as_json:
         click.echo(json.dumps(numbers))
