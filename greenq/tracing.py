@@ -53,14 +53,29 @@ else:
     enabled = True
     _propagator = TraceContextTextMapPropagator()
     # A proxy: it follows the provider the application sets, even later.
-    _tracer = _trace.get_tracer("greenq")
+    _proxy = _tracer = _trace.get_tracer("greenq")
+    _cached: tuple[Any, Any] = (None, None)  # (global provider, its tracer or None)
 
 
-def traceparent() -> str:
-    """The current span's W3C traceparent ("" when none is recording)."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get("traceparent", "")
+def _active() -> Any:
+    """The tracer to use; None while no SDK is set up, so that the API alone
+    costs one lookup (its no-op spans would cost microseconds each)."""
+    global _cached
+    if _tracer is not _proxy:  # set by hand (the tests)
+        return _tracer
+    provider = _trace.get_tracer_provider()
+    if provider is not _cached[0]:
+        real = not isinstance(provider, _trace.ProxyTracerProvider)
+        _cached = (provider, provider.get_tracer("greenq") if real else None)
+    return _cached[1]
+
+
+def traceparent(span: Any) -> str:
+    """`span`'s W3C traceparent ("" for a span that records nothing)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def ids(trace: str | None) -> tuple[str, str] | None:
@@ -83,6 +98,10 @@ def current_ids() -> tuple[str, str] | None:
 def send(queue_id: str, rows: Sequence[list]) -> Iterator[Any]:
     """The PRODUCER span of one submit call; appends its traceparent to each
     of `rows` (submit.lua's groups: id, task, resource, ..., due)."""
+    tracer = _active()
+    if tracer is None:
+        yield None
+        return
     attributes: dict[str, Any] = {
         "messaging.system": "greenq", "messaging.destination.name": queue_id,
         "messaging.operation.type": "send", "messaging.operation.name": "send"}
@@ -93,9 +112,9 @@ def send(queue_id: str, rows: Sequence[list]) -> Iterator[Any]:
             attributes["greenq.resource"] = rows[0][2]
     else:
         attributes["messaging.batch.message_count"] = len(rows)
-    with _tracer.start_as_current_span(f"send {queue_id}", kind=SpanKind.PRODUCER,
-                                       attributes=attributes) as span:
-        parent = traceparent()
+    with tracer.start_as_current_span(f"send {queue_id}", kind=SpanKind.PRODUCER,
+                                      attributes=attributes) as span:
+        parent = traceparent(span)
         for row in rows:
             row.append(parent)
         yield span
@@ -105,6 +124,9 @@ def perform(func: Callable[[Any], Any], job: Any, queue_id: str) -> Any:
     """Run `func(job.params)` in a CONSUMER span, child of the job's send
     span. Sets `job.trace` to this span's context, which log lines about the
     job carry (greenq/logs.py)."""
+    tracer = _active()
+    if tracer is None:
+        return func(job.params)
     creation = _propagator.extract({"traceparent": job.trace}) if job.trace else None
     sent = _trace.get_current_span(creation).get_span_context() if creation else None
     attributes: dict[str, Any] = {
@@ -117,11 +139,11 @@ def perform(func: Callable[[Any], Any], job: Any, queue_id: str) -> Any:
         attributes["greenq.resource"] = job.resource_id
     links = [Link(sent)] if sent is not None and sent.is_valid else None
     # Exceptions are recorded below: a cancel or a shutdown is no error.
-    with _tracer.start_as_current_span(f"process {queue_id}", context=creation,
-                                       kind=SpanKind.CONSUMER, attributes=attributes,
-                                       links=links, record_exception=False,
-                                       set_status_on_exception=False) as span:
-        job.trace = traceparent() or job.trace
+    with tracer.start_as_current_span(f"process {queue_id}", context=creation,
+                                      kind=SpanKind.CONSUMER, attributes=attributes,
+                                      links=links, record_exception=False,
+                                      set_status_on_exception=False) as span:
+        job.trace = traceparent(span) or job.trace
         try:
             result = func(job.params)
         except JobCancelled:
