@@ -4,18 +4,21 @@ trace ids when tracing is on (here set up by `--otel` from OTEL_* variables)."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conftest import TASKS
-from greenq import tracing
+from greenq import logs, tracing
 
 
 def run_greenq(make_queue, redis_url, namespace, *options, env=None):
@@ -81,3 +84,25 @@ def test_job_lines_carry_the_trace_ids_of_their_run_when_traced(
     assert run["context"]["span_id"] == "0x" + line["span_id"]
     assert run["resource"]["attributes"]["service.name"] == "json-log-test"
     assert run["status"]["status_code"] == "ERROR"
+
+
+def test_a_line_logged_inside_a_span_carries_its_ids_and_bad_formats_are_refused():
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter("json"))
+    handler.addFilter(logs.TraceIds())
+    logger = logging.getLogger("greenq.test_logs_json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with TracerProvider().get_tracer("t").start_as_current_span("perform") as span:
+            logger.warning("inside")
+        logger.warning("outside")
+    finally:
+        logger.removeHandler(handler)
+    inside, outside = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
+    assert "trace_id" not in outside
+    with pytest.raises(ValueError, match="log format must be one of text, json"):
+        logs.formatter("yaml")
