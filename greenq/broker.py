@@ -332,15 +332,16 @@ class Broker:
             args: list = [k.prefix, os.urandom(8).hex(), self.resend_window_ms]
             for row in chunk:
                 args.extend(row)
-                if len(row) == 7:  # no due time: runnable now
-                    args.append("")
+                if len(row) < 9:  # no due time (runnable now), no trace
+                    args.extend(("",) * (9 - len(row)))
             calls.append(("submit", (k.pending, k.locks, k.counts, k.held, k.delayed), args))
         return calls
 
     def add(self, rows: Sequence[Sequence], client: Client = None) -> tuple[int, list[str]]:
         """Add jobs; each row: id, task, resource ("" none), encoding, params,
         retries, coalesce ("1"/"0"), and optionally a due time ("" now,
-        "+<ms>" after Redis' now, "<ms>" epoch; see submit.lua). Returns how many were added and each
+        "+<ms>" after Redis' now, "<ms>" epoch; see submit.lua) and a trace
+        (traceparent, greenq/tracing.py). Returns how many were added and each
         row's job id (the id of the job a coalescing row was merged into).
         Safe to send twice (a re-sent call adds nothing, even after its jobs
         ran), so a connection Redis closed while idle is retried once."""

@@ -40,8 +40,9 @@ def set_title(text: str) -> None:
 def main() -> None:
     config = json.loads(os.environ.pop(CONFIG_ENV))
     sys.path[:0] = [p for p in config.get("sys_path", []) if p not in sys.path]
-    logging.basicConfig(level=config["log_level"], stream=sys.stderr,
-                        format=f"%(asctime)s greenq[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    logs.setup(config["log_level"], config.get("log_format", "text"))
     logging.getLogger("greenq.jobs").setLevel(config.get("job_log_level", config["log_level"]))
     link = Link(socket.socket(fileno=config["fd"]))
     children = config["children"]  # SIGTTIN/SIGTTOU change it; the master tells us
@@ -69,6 +70,9 @@ def main() -> None:
         link.send("process", queue.process_id)
         for spec in config["tasks"]:
             queue.register_task(spec)
+        from .tracing import setup_worker
+
+        setup_worker()  # $GREENQ_OTEL: here, after the tasks (a hook may live there) and before jobs
         subscribed = set(config["events"])
         for event in ("job_success", "job_fail", "job_retry", "job_cancel", "error"):
             queue.on(event, lambda payload, event=event: event in subscribed and link.send(

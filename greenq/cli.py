@@ -215,10 +215,17 @@ def main(redis_url, namespace, queue_id):
                    "Default: the number stored with the queue, or 1 for a new one.")
 @click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="N", help="A finish counts once N replicas have it (Redis WAIT).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: one JSON object per line, with job_id, task and resource on job lines.")
+@click.option("--otel", is_flag=False, flag_value="1", default=None, envvar="GREENQ_OTEL",
+              metavar="[MODULE:FUNCTION]",
+              help="Trace jobs with OpenTelemetry: each worker process sets up the SDK from "
+                   "the OTEL_* variables, or calls MODULE:FUNCTION to do it  [env: $GREENQ_OTEL]")
 @common_options
 def run(tasks, child_process_count, worker_count, flush_stale_timeout, serializer,
         unknown_task_grace, log_level, redis_wait, graceful_timeout, partitions, replicas,
-        redis_url, namespace, queue_id):
+        log_format, otel, redis_url, namespace, queue_id):
     """Run workers for TASKS (modules or .py files) until SIGTERM/SIGINT.
 
     \b
@@ -233,8 +240,16 @@ def run(tasks, child_process_count, worker_count, flush_stale_timeout, serialize
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `greenq run tasks` finds ./tasks.py, as `python -m` does
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s greenq[%(process)d] %(levelname)s %(name)s: %(message)s")
+    from . import logs, tracing
+
+    logs.setup(log_level, log_format)
+    if otel:
+        os.environ[tracing.ENV] = otel  # worker children set it up after they start
+        if not child_process_count:
+            try:
+                tracing.setup_worker(otel)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--otel") from None
     queue = make_queue(redis_url, namespace, queue_id, child_process_count=child_process_count,
                        worker_count=worker_count, flush_stale_timeout=flush_stale_timeout,
                        serializer=serializer, unknown_task_grace=unknown_task_grace,
@@ -320,9 +335,22 @@ def submit(task_id, resource, params, retries, serializer, job_id, delay, coales
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--watch", is_flag=True,
+              help="Redraw the counts and their rates (jobs/s) in place until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="With --watch: seconds between draws.  [default: 2]")
 @common_options
-def stats(as_json, redis_url, namespace, queue_id):
+def stats(as_json, watch, interval, redis_url, namespace, queue_id):
     """Counts of pending, active, waiting and failed jobs."""
+    if watch:
+        if as_json:
+            raise ParamsError("--json and --watch do not go together: --watch draws a table")
+        from .cli_watch import watch as watch_stats
+
+        sys.exit(watch_stats(existing_queue(redis_url, namespace, queue_id),
+                             2.0 if interval is None else interval))
+    if interval is not None:
+        raise ParamsError("--interval goes with --watch")
     numbers = existing_queue(redis_url, namespace, queue_id).stats()
     if as_json:
         click.echo(json.dumps(numbers))

@@ -9,8 +9,10 @@ from typing import Any, Sequence
 from .errors import JobDecodeError
 from .serializers import decode_params
 
-# Entries per job in the flat replies of fetch.lua and flush_stale.lua.
+# Entries per job in the flat replies of flush_stale.lua; fetch.lua adds
+# the job's trace context.
 ROW = 9
+FETCH_ROW = 10
 
 # Where a job can be; exactly one at any moment (the record's "state").
 STATES = ("scheduled", "waiting", "pending", "active", "succeeded", "failed", "cancelled")
@@ -38,6 +40,9 @@ class Job:
     result: Any = None    # what perform returned, once succeeded
     # The queue partition it was fetched from (its outcome goes back there).
     partition: int = field(default=0, repr=False, compare=False)
+    # W3C traceparent of its latest span (greenq/tracing.py): the submit's,
+    # then, in the process running it, that run's (None: not traced).
+    trace: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def fencing_token(self) -> int:
@@ -65,7 +70,8 @@ def number(value: bytes | int | None) -> int:
 
 def decode_row(row: Sequence[Any], max_params_bytes: int) -> Job:
     """Build a Job from one fetch/flush row: id, token-or-outcome, task,
-    resource, encoding, params, retries, attempts, error.
+    resource, encoding, params, retries, attempts, error (and from fetch,
+    the trace context).
 
     Raises JobDecodeError when the params cannot be decoded; `exc.job` then
     holds a Job with ``params=None`` so the caller can still fail it.
@@ -79,6 +85,7 @@ def decode_row(row: Sequence[Any], max_params_bytes: int) -> Job:
         attempts=number(row[7]),
         error=text(row[8]),
         token=str(row[1]) if isinstance(row[1], int) else text(row[1]) or "",
+        trace=text(row[9]) if len(row) > 9 else None,
     )
     try:
         job.params = decode_params(row[4], row[5], max_params_bytes)
@@ -96,7 +103,7 @@ def job_from_record(job_id: str, record: dict, max_params_bytes: int) -> Job:
     job = Job(id=job_id, task_id=text(get(b"task")) or "", resource_id=text(get(b"res")),
               params=None, retries=number(get(b"retries")), attempts=number(get(b"attempts")),
               error=text(get(b"error")), token=text(get(b"lease")) or "",
-              state=text(get(b"state")))
+              state=text(get(b"state")), trace=text(get(b"trace")))
     try:
         job.params = decode_params(get(b"enc"), get(b"params"), max_params_bytes)
     except JobDecodeError:

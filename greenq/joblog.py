@@ -29,7 +29,8 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from .job import ROW, Job, number, text
+from .job import FETCH_ROW, Job, number, text
+from .tracing import ids
 
 log = logging.getLogger("greenq.jobs")
 
@@ -38,6 +39,20 @@ DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
 
 def enabled(level: int) -> bool:
     return log.isEnabledFor(level)
+
+
+def fields(job: Job) -> dict:
+    """The job's fields a structured log line carries (greenq/logs.py)."""
+    return _fields(job.id, job.task_id, job.resource_id, job.attempts, job.trace)
+
+
+def _fields(job_id: str | None, task: str | None, resource: str | None, attempt: int,
+            trace: str | None) -> dict:
+    extra = {"job_id": job_id, "task": task, "resource": resource, "attempt": attempt}
+    found = ids(trace)
+    if found is not None:
+        extra["trace_id"], extra["span_id"] = found
+    return extra
 
 
 def _took(job: Job) -> str:
@@ -50,15 +65,17 @@ def _last_line(error: str | None) -> str:
 
 
 def started(rows: Sequence) -> None:
-    """DEBUG: the jobs of one fetch reply (flat rows, job.ROW entries each)."""
-    for start in range(0, len(rows), ROW):
-        log.debug("job %s %s resource=%s attempt %d started", text(rows[start]),
-                  text(rows[start + 2]), text(rows[start + 3]), number(rows[start + 7]))
+    """DEBUG: the jobs of one fetch reply (flat rows, job.FETCH_ROW entries each)."""
+    for start in range(0, len(rows), FETCH_ROW):
+        job_id, task, resource = text(rows[start]), text(rows[start + 2]), text(rows[start + 3])
+        attempt = number(rows[start + 7])
+        log.debug("job %s %s resource=%s attempt %d started", job_id, task, resource, attempt,
+                  extra=_fields(job_id, task, resource, attempt, text(rows[start + 9])))
 
 
 def succeeded(job: Job) -> None:
     log.info("job %s %s resource=%s attempt %d succeeded%s", job.id, job.task_id,
-             job.resource_id, job.attempts, _took(job))
+             job.resource_id, job.attempts, _took(job), extra=fields(job))
 
 
 def _left(retries: int) -> str:
@@ -68,28 +85,29 @@ def _left(retries: int) -> str:
 def retrying(job: Job) -> None:
     """`job.retries`: what is left after this retry."""
     log.info("job %s %s resource=%s attempt %d failed%s; retrying, %s: %s", job.id, job.task_id,
-             job.resource_id, job.attempts, _took(job), _left(job.retries), _last_line(job.error))
+             job.resource_id, job.attempts, _took(job), _left(job.retries), _last_line(job.error),
+             extra=fields(job))
 
 
 def failed(job: Job) -> None:
     log.warning("job %s %s resource=%s attempt %d failed%s; no retries left, moved to the "
                 "failed queue:\n%s", job.id, job.task_id, job.resource_id, job.attempts,
-                _took(job), (job.error or "").rstrip())
+                _took(job), (job.error or "").rstrip(), extra=fields(job))
 
 
 def cancelled(job: Job) -> None:
     log.info("job %s %s resource=%s attempt %d cancelled%s", job.id, job.task_id,
-             job.resource_id, job.attempts, _took(job))
+             job.resource_id, job.attempts, _took(job), extra=fields(job))
 
 
 def given_back(job: Job) -> None:
     log.info("job %s %s resource=%s attempt %d given back to the queue after %.3f s "
              "(shutting down)", job.id, job.task_id, job.resource_id, job.attempts,
-             job.duration or 0.0)
+             job.duration or 0.0, extra=fields(job))
 
 
 def found_dead(job: Job, retried: bool) -> None:
     """A stale flush reclaimed `job` (logged by the process that ran the flush)."""
     then = f"retrying, {_left(job.retries)}" if retried else "moved to the failed queue"
     log.warning("job %s %s resource=%s attempt %d found dead; %s: %s", job.id, job.task_id,
-                job.resource_id, job.attempts, then, _last_line(job.error))
+                job.resource_id, job.attempts, then, _last_line(job.error), extra=fields(job))

@@ -21,6 +21,7 @@ import gevent.lock
 import gevent.pool
 import gevent.subprocess
 
+from . import logs
 from .broker import REDIS_TROUBLE
 from .child import BOOT_FAILURE, CONFIG_ENV, set_title
 from .errors import ChildGaveUp, GreenQError
@@ -109,6 +110,7 @@ class Master:
             "log_level": logging.getLogger("greenq").getEffectiveLevel() or logging.WARNING,
             # set apart: a busy queue silences its per-job lines alone (greenq/joblog.py)
             "job_log_level": logging.getLogger("greenq.jobs").getEffectiveLevel(),
+            "log_format": logs.in_use(),  # text or json lines, as `greenq run --log-format`
         }
 
     def subscriptions(self) -> list[str]:

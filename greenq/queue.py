@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import redis
 
-from . import config, failed
+from . import config, failed, tracing
 from .broker import Broker
 from .errors import JobDecodeError, NotPatchedError, ParamsError, StateError
 from .events import EventBus
@@ -259,7 +259,11 @@ class GreenQueue:
         catch up; submitting it again with the same `job_id` is safe (it
         adds nothing while the job exists), so pass one if you will retry."""
         row = self._row(task_id, resource_id, params, retries, job_id, coalesce, delay, run_at)
-        _added, [final_id] = self._partition_set(store=True).add([row])
+        if tracing.enabled:
+            with tracing.send(self.queue_id, [row]):
+                _added, [final_id] = self._partition_set(store=True).add([row])
+        else:
+            _added, [final_id] = self._partition_set(store=True).add([row])
         return final_id
 
     def submit_jobs(self, jobs: Iterable[dict[str, Any]]) -> list[str]:
@@ -280,7 +284,11 @@ class GreenQueue:
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
         if not rows:
             return []
-        _added, ids = self._partition_set(store=True).add(rows)
+        if tracing.enabled:
+            with tracing.send(self.queue_id, rows):
+                _added, ids = self._partition_set(store=True).add(rows)
+        else:
+            _added, ids = self._partition_set(store=True).add(rows)
         return ids
 
     # -- one job ---------------------------------------------------------------
@@ -358,7 +366,8 @@ class GreenQueue:
                                   Health(self.events.emit, self._after_outage), self.events.emit,
                                   self.max_params_bytes, self.flush_stale_timeout,
                                   self._exit_when_stuck, self.unknown_task_grace,
-                                  about=self._about, serializer=self.serializer)
+                                  about=self._about, serializer=self.serializer,
+                                  queue_id=self.queue_id)
         self._runner.start()
         if self._about["role"] != "child":  # children leave firing to their master
             from .scheduler import Scheduler

@@ -23,14 +23,14 @@ import gevent.event
 import gevent.lock
 import gevent.pool
 
-from . import config, joblog
+from . import config, joblog, tracing
 from .broker import REDIS_TROUBLE, Broker
 from .committer import Committer
 from .current import running_job
 from .errors import (BrokerError, JobCancelled, JobDecodeError, TimeLimitExceeded,
                      UnknownTaskError, WorkerShutdown)
 from .health import Health
-from .job import ROW, Job, decode_row
+from .job import FETCH_ROW, Job, decode_row
 from .lifeline import Deadline, Lifeline
 from .registry import Registry, Task
 from .serializers import Serializer, get_serializer
@@ -91,12 +91,13 @@ class Worker:
                  max_params_bytes: int, flush_stale_timeout: float | None = None,
                  exit_when_stuck: bool = False, unknown_task_grace: float = 0.0,
                  about: dict[str, Any] | None = None,
-                 serializer: Serializer | None = None) -> None:
+                 serializer: Serializer | None = None, queue_id: str = "") -> None:
         # One broker per queue partition; the first stands for the queue
         # where one will do.
         self.brokers = list(broker) if isinstance(broker, list) else [broker]
         self.broker = self.brokers[0]
         self.registry = registry
+        self.queue_id = queue_id  # what spans name as the destination (greenq/tracing.py)
         self.process_id = process_id
         self.worker_count = worker_count
         self.health = health
@@ -230,13 +231,13 @@ class Worker:
             # Fewer than asked for: the queue ran dry, so the next call waits
             # (a BLMOVE returns at once if jobs arrived meanwhile) instead of
             # a fetch that would likely find nothing and cost a round trip.
-            queue_was_empty = len(rows) < free * ROW
+            queue_was_empty = len(rows) < free * FETCH_ROW
             if queue_was_empty:
                 self._wake_for_due(lane, due_ms)
             if rows and joblog.enabled(joblog.DEBUG):  # once per batch: free when off
                 joblog.started(rows)
-            for start in range(0, len(rows), ROW):
-                self._start_job(rows[start:start + ROW], lane.index)
+            for start in range(0, len(rows), FETCH_ROW):
+                self._start_job(rows[start:start + FETCH_ROW], lane.index)
             lane.reserved = 0
             self._end_fetch_turn(lane)
             self._slots_changed.set()
@@ -358,7 +359,7 @@ class Worker:
             self._unknown_tasks.add(job.task_id)
             log.warning("jobs of task %r, which this process has not registered, go back to the "
                         "queue for a worker that has; without one they fail after "
-                        "unknown_task_grace (%g s)", job.task_id, grace)
+                        "unknown_task_grace (%g s)", job.task_id, grace, extra={"task": job.task_id})
         registered = ", ".join(sorted(self.registry.tasks)) or "none"
         self.committer.give_back_unknown(job, (
             f"job {job.id} names task {job.task_id!r}, and no worker that registered it took "
@@ -381,7 +382,10 @@ class Worker:
         began = time.monotonic()
         context = running_job.set(job)
         try:
-            result = task.perform(job.params)
+            if tracing.enabled:
+                result = tracing.perform(task.perform, job, self.queue_id)
+            else:
+                result = task.perform(job.params)
         except WorkerShutdown:
             job.duration = time.monotonic() - began
             self.committer.give_back(job)

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import wait_until
 from greenq import ParamsError
+from greenq.job import FETCH_ROW
 from greenq.queue import new_job_id
 from queue_state import queued_ids
 
@@ -53,7 +54,7 @@ def fail_by_script(queue, tasks: list[str]) -> list[str]:
             if not flat:
                 break
             groups = []
-            for i in range(0, len(flat), 9):
+            for i in range(0, len(flat), FETCH_ROW):
                 groups += [flat[i], flat[i + 1], "boom", "1"]
             assert set(broker.fail(PROC, groups)) == {1}
     finally:

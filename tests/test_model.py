@@ -26,6 +26,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
 
 from greenq.broker import Broker
 from greenq.config import connection_kwargs
+from greenq.job import FETCH_ROW
 from greenq.keys import Keys
 from greenq.registry import Task
 
@@ -319,7 +320,7 @@ class QueueMachine(RuleBasedStateMachine):
             else:                # it kept its resource while it waited
                 job.state = "pending"
                 m.pending.appendleft(job_id)
-        got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
+        got = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), FETCH_ROW)]
         expected, passed_over = [], []
         while len(expected) < count and (m.handoff or m.pending):
             job_id = (m.handoff or m.pending).pop()

@@ -8,6 +8,7 @@ import pytest
 
 from greenq.broker import Broker
 from greenq.config import connection_kwargs
+from greenq.job import FETCH_ROW
 from greenq.keys import Keys
 from greenq.queue import GreenQueue, new_job_id
 from queue_state import unfinished_records
@@ -43,7 +44,7 @@ class Q:
 
     def fetch(self, proc=P1, n=1, timeouts=(), default_ms=DEFAULT_MS):
         rows, problems = self.b.fetch(self.client, proc, n, default_ms, list(timeouts))
-        jobs = [rows[i:i + 9] for i in range(0, len(rows), 9)]
+        jobs = [rows[i:i + FETCH_ROW] for i in range(0, len(rows), FETCH_ROW)]
         return jobs, problems
 
     def lease(self, proc=P1, **kw) -> tuple[str, int]:
@@ -268,7 +269,7 @@ def test_each_submitted_job_wakes_one_waiting_process_whose_fetch_leases_it(q):
         assert len([w for w in waits.values() if w.ready()]) == 1
         [(winner, wait)] = [(proc, w) for proc, w in waits.items() if w in woken]
         rows, problems = wait.get()
-        assert problems == [] and rows[0].decode() == first and len(rows) == 9
+        assert problems == [] and rows[0].decode() == first and len(rows) == FETCH_ROW
         assert q.owned(winner) == {first: DEFAULT_MS}
         second = q.submit()
         [(loser, wait)] = [(proc, w) for proc, w in waits.items() if proc != winner]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 from test_scripts import DEFAULT_MS, P1, P2, come_due, delayed, q  # noqa: F401 - q: the fixture
+from greenq.job import FETCH_ROW
 
 KNOWS = ["t", 1000, "u", 1000]
 
@@ -24,7 +25,7 @@ def raw_pending(q) -> list[str]:
 def fetch_ids(q, proc=P1, n=5, limits=()) -> tuple[list[str], list, int]:
     rows, problems, due = q.b.fetch(q.client, proc, n, DEFAULT_MS, KNOWS, list(limits),
                                     with_due=True)
-    return [rows[i].decode() for i in range(0, len(rows), 9)], problems, due
+    return [rows[i].decode() for i in range(0, len(rows), FETCH_ROW)], problems, due
 
 
 # -- submitted with a due time ---------------------------------------------------

@@ -45,8 +45,9 @@
     ARGV[7 .. 6+3k] triples: task id, starts allowed, period ms
     ARGV[7+3k ..] pairs: task id, timeout ms (every task this process knows)
   Output: { jobs, problems, next due }
-    jobs: flat, 9 per job: id, token, task, resource, encoding, params,
-          retries left, attempts, last error
+    jobs: flat, 10 per job: id, token, task, resource, encoding, params,
+          retries left, attempts, last error, trace (W3C traceparent
+          written by submit.lua; nil none)
     problems: one text per id in pending that was not a job record (a
           missing record is dropped; any other value is kept as a failed
           job); a resource such an id held goes to the next job waiting
@@ -139,6 +140,7 @@ local function lease(id, job_key, f)
   local n = #jobs
   jobs[n + 1], jobs[n + 2], jobs[n + 3], jobs[n + 4], jobs[n + 5] = id, fence, f[1], f[2], f[3]
   jobs[n + 6], jobs[n + 7], jobs[n + 8], jobs[n + 9] = f[4], f[5], attempts, f[7]
+  jobs[n + 10] = f[9]
 end
 
 -- An id in pending whose key holds no job record (`kind`: "none", or the
@@ -167,7 +169,7 @@ while taken < max_jobs and skipped < MAX_SKIPPED do
   -- No TYPE first: HMGET answers nils for a missing key and an error for
   -- another type, and both are rare.
   local f = id ~= "" and redis.pcall("HMGET", job_key, "task", "res", "enc", "params",
-                                     "retries", "attempts", "error", "state")
+                                     "retries", "attempts", "error", "state", "trace")
   if id == "" then
     skipped = skipped + 1  -- a wake-up (include/delay.lua), counted like a cancelled id
   elseif f.err then

@@ -29,10 +29,11 @@
             sent:<nonce>
     ARGV[2] nonce, new for each call (Broker.submit_calls)
     ARGV[3] ms to keep the call's mark (Broker.resend_window_ms)
-    ARGV[4..] groups of 8: job id, task id, resource id ("" = none),
+    ARGV[4..] groups of 9: job id, task id, resource id ("" = none),
               encoding ("m" msgpack, "j" json), params blob, retries,
               coalesce ("1" or "0"), due ("" now; "+<ms>" that long after
-              Redis' now; "<ms>" an epoch time in ms)
+              Redis' now; "<ms>" an epoch time in ms), trace (the W3C
+              traceparent of the submit's span, greenq/tracing.py; "" none)
   Output: { how many jobs were added (0 for a re-sent call), coalesced:
             flat pairs of (the group's position in this call, 1-based; the
             id of the job it was merged into) }
@@ -57,7 +58,7 @@ local queue = { prefix = prefix, pending = pending_key, locks = locks_key, count
                 held = held_key, delayed = delayed_key }
 local added, coalesced = 0, {}
 local now = nil
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local job_key = prefix .. "job:" .. id
   if rcall("EXISTS", job_key) == 0 then
@@ -66,7 +67,7 @@ for i = 4, #ARGV, 8 do
     if target then
       rcall("HSET", prefix .. "job:" .. target, "enc", ARGV[i + 3], "params", ARGV[i + 4],
             "retries", ARGV[i + 5])
-      coalesced[#coalesced + 1] = (i - 4) / 8 + 1
+      coalesced[#coalesced + 1] = (i - 4) / 9 + 1
       coalesced[#coalesced + 1] = target
     else
       now = now or now_ms()
@@ -78,6 +79,7 @@ for i = 4, #ARGV, 8 do
       rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3], "params", ARGV[i + 4],
             "retries", ARGV[i + 5], "attempts", 0, "queued", due ~= "" and math.max(due, now) or now)
       if resource ~= "" then rcall("HSET", job_key, "res", resource) end
+      if ARGV[i + 8] ~= "" then rcall("HSET", job_key, "trace", ARGV[i + 8]) end
       if due ~= "" and due > now then
         rcall("HSET", job_key, "state", "scheduled")
         delay_job(queue, id, due)

@@ -26,6 +26,7 @@ from gevent.server import StreamServer
 from conftest import wait_until
 import greenq
 from greenq import GreenQueue
+from greenq.job import FETCH_ROW
 from greenq.queue import new_job_id
 from redis_server import RedisServer
 from queue_state import assert_queue_empty, unfinished, unfinished_records
@@ -195,7 +196,7 @@ def test_finishes_interleaved_with_flushes_from_other_processes_leave_each_job_t
     admin = make_queue()
     ids = admin.submit_jobs([job(side, n, f"r{n}", retries=1) for n in range(300)])
     rows, _ = admin.broker.fetch(admin.broker.shared, "stale:1", 300, 100, [TASK_ID, 100])
-    pairs = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), 9)]
+    pairs = [(rows[i].decode(), str(rows[i + 1])) for i in range(0, len(rows), FETCH_ROW)]
     assert sorted(job_id for job_id, _ in pairs) == sorted(ids)
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -255,7 +256,7 @@ def test_many_processes_flushing_at_once_reclaim_each_stale_job_exactly_once(
     holders = ids[:100]
     # A process that leases the 100 runnable jobs (one per resource), then dies.
     rows, _ = admin.broker.fetch(admin.broker.shared, "ghost:1", 200, 100, [TASK_ID, 100])
-    assert len(rows) == 100 * 9
+    assert len(rows) == 100 * FETCH_ROW
     flushers = Flushers(tmp_path, redis_url, namespace, count=4, seconds=0.3)
     try:
         time.sleep(0.2)  # past the ghost's 100 ms timeout
