@@ -1,10 +1,12 @@
 """`greenq stats --watch`: the queue's counts, redrawn in place (rich's Live
 display) every --interval seconds until Ctrl-C, with how fast each count
-moves: the change between two successive stats() calls over the time
-between them, in jobs per second.
+moves: the change between two successive reads over the time between them,
+in jobs per second. Beside the states, the jobs ended by outcome (the
+counters the scripts keep, greenq/metrics.py), whose rates are the queue's
+throughput.
 
-One stats() call per draw (one round trip per Redis node), so a watch costs
-the queue what `greenq stats` costs, once per interval. When Redis cannot
+Two reads per draw (stats() and the counters, each one round trip per Redis
+node), so a watch costs the queue little, once per interval. When Redis cannot
 be reached the view says so and keeps trying: a watch on a wall screen
 outlives a failover.
 """
@@ -21,8 +23,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from . import metrics
+
 # Counts whose rise is trouble: their rate shows red when it climbs.
-TROUBLE = ("failed",)
+TROUBLE = ("failed", "failed total")
 
 
 def rates(before: dict[str, int] | None, after: dict[str, int], seconds: float) -> dict[str, float]:
@@ -70,6 +74,8 @@ def watch(queue: Any, interval: float, console: Console | None = None) -> int:
                 error = None
                 try:
                     now, latest = time.monotonic(), queue.stats()
+                    latest.update((f"{outcome} total", count)
+                                  for outcome, count in metrics.outcome_totals(queue).items())
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     error = f"Redis unreachable ({exc})"
                 else:

@@ -62,6 +62,15 @@ def task_figures(queue: GreenQueue) -> dict[str, TaskFigures]:
     return figures
 
 
+def outcome_totals(queue: GreenQueue) -> dict[str, int]:
+    """Jobs by outcome since the queue's first, all tasks together."""
+    totals = dict.fromkeys(OUTCOMES, 0)
+    for figures in task_figures(queue).values():
+        for outcome, count in figures.outcomes.items():
+            totals[outcome] += count
+    return totals
+
+
 def history(queue: GreenQueue, minutes: int = 60) -> list[dict[str, int]]:
     """Jobs by outcome in each of the last `minutes` minutes (Redis' clock),
     oldest first, the current minute last: {"minute": its start, epoch

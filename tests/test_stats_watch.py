@@ -80,6 +80,11 @@ def test_watch_redraws_counts_and_rates_in_place_until_ctrl_c(terminal, make_que
     assert re.search(r"pending\s+│\s+23\s+│\s+\+\d+\.\d\d/s", term.text())
     assert b"\x1b[1A" in term.raw  # redrawn in place: the cursor went back up
     assert term.text().count("greenq " + namespace + ":default") >= 3
+    # Jobs ended by outcome, from the counters the scripts keep.
+    assert re.search(r"cancelled total\s+│\s+0\s", term.text())
+    ids = queue.submit_jobs([{"task_id": "watched"} for _ in range(2)])
+    assert all(queue.cancel(job_id) for job_id in ids)
+    term.read_until(lambda raw: re.search(rb"cancelled total\s+\S+\s+2\s", ANSI.sub(b"", raw)))
 
     term.process.send_signal(signal.SIGINT)
     assert term.process.wait(10) == 0
