@@ -1,30 +1,26 @@
 --[[
-  Count, read-only, the ids of a LIST or ZSET whose record names a task:
-  how many match `task`, and how many ids each task has (the failed
-  queue's filter choices, greenq/browse.py). Walks at most `scan` slots
-  from `pos` (bounded work per call; the caller loops with the position
-  returned). Empty ids (wake-ups) are not counted, nor, when asked,
-  cancelled ids (pending lists keep them in place; the failed list has
-  none, and its walk reads only the task field: one HGET per id, the cost
-  of a count).
+  Count, read-only, the ids of a LIST or ZSET whose record names task
+  `task` (greenq/browse_actions.py count_matching: how many jobs a bulk
+  action would hit). Walks at most `scan` slots from `pos` (bounded work
+  per call; the caller loops with the position returned). Empty ids
+  (wake-ups) are not counted, nor, when asked, cancelled ids (pending
+  lists keep them in place; the failed list has none, and its walk reads
+  only the task field: one HGET per id, the cost of a count).
   Input:
     KEYS[1] the LIST or ZSET of job ids
     ARGV[1] key prefix; per-id key job:<id>
     ARGV[2] "list" or "zset"
-    ARGV[3] pos: slots already walked from index 0 (negative: that many
-            slots before the end, e.g. -1000 the newest 1000 of the failed list)
+    ARGV[3] pos: slots already walked from index 0
     ARGV[4] scan: slots to walk at most
     ARGV[5] task id to count ("" any)
-    ARGV[6] distinct task ids to report at most (0: none)
-    ARGV[7] "1": skip cancelled ids
-  Output: { matched, flat pairs (task id, ids of it in the slots walked),
-            next pos, size of the key }
+    ARGV[6] "1": skip cancelled ids
+  Output: { matched, next pos, size of the key }
 ]]
 local rcall = redis.call
 local key = KEYS[1]
 local prefix, kind = ARGV[1], ARGV[2]
-local pos, scan, task, max_tasks = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local skip_cancelled = ARGV[7] == "1"
+local pos, scan, task = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local skip_cancelled = ARGV[6] == "1"
 local CHUNK = 1000
 -- Hoisted out of the loop: half the time per id went to building the key
 -- and looking up redis.pcall.
@@ -32,9 +28,7 @@ local job_prefix, rpcall = prefix .. "job:", redis.pcall
 
 local size
 if kind == "list" then size = rcall("LLEN", key) else size = rcall("ZCARD", key) end
-if pos < 0 then pos = math.max(0, size + pos) end
 local matched, walked = 0, 0
-local tasks, order = {}, {}
 while walked < scan and pos < size do
   local n = math.min(CHUNK, scan - walked, size - pos)
   local ids
@@ -53,23 +47,11 @@ while walked < scan and pos < size do
       else
         name = rpcall("HGET", job_prefix .. id, "task")
       end
-      if type(name) == "string" then  -- else no record, or not a hash (an error reply)
-        if name == task or task == "" then matched = matched + 1 end
-        if tasks[name] then
-          tasks[name] = tasks[name] + 1
-        elseif #order < max_tasks then
-          order[#order + 1] = name
-          tasks[name] = 1
-        end
-      end
+      -- Not a string: no record, or not a hash (an error reply).
+      if type(name) == "string" and (name == task or task == "") then matched = matched + 1 end
     end
   end
   pos = pos + #ids
   walked = walked + #ids
 end
-local flat = {}
-for _, name in ipairs(order) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = tasks[name]
-end
-return { matched, flat, pos, size }
+return { matched, pos, size }
