@@ -279,8 +279,8 @@ def test_no_job_starts_after_a_cancel_of_it_returned_true_while_busy_workers_fet
                     job_id = random.choice(recent)
                     cancelled[job_id] = (0, 0)   # claimed: no other canceller takes it
                     pipe = r.pipeline(transaction=True)
-                    pipe.evalsha(sha, 5, k.locks, k.counts, k.pending, k.held, k.delayed,
-                                 k.prefix, job_id, *q.broker.keep_args)
+                    pipe.evalsha(sha, 7, k.locks, k.counts, k.pending, k.held, k.delayed,
+                                 k.metrics, k.history, k.prefix, job_id, *q.broker.keep_args)
                     pipe.hget(k.counts, "fence")
                     reply, fence = pipe.execute()
                     cancelled[job_id] = (reply, int(fence or 0))

@@ -97,7 +97,8 @@ def queue_keys(raw, namespace: str) -> set[bytes]:
 def fixed_keys(queue) -> set[bytes]:
     k = queue.keys
     return {key.encode() for key in (k.pending, k.locks, k.counts, k.failed, k.procs, k.beats,
-                                      k.clock, partitions_key(queue.namespace, queue.queue_id))}
+                                      k.clock, k.metrics, k.history,
+                                      partitions_key(queue.namespace, queue.queue_id))}
 
 
 def evalsha_calls(raw) -> int:
