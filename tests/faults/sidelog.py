@@ -115,7 +115,11 @@ class SideLog:
 
 def redis_connections_by_pid(client, pids) -> dict[int, int]:
     """How many of the Redis server's client connections each pid holds,
-    matched through the sockets' inodes (/proc/<pid>/fd, /proc/net/tcp*)."""
+    matched through the sockets' inodes (/proc/<pid>/fd, /proc/net/tcp*).
+    Only sockets connected to this server's port count: another test's
+    redis-server may listen on a port that is one of these clients'
+    ephemeral ports, and its accepted sockets share that local port."""
+    server_port = client.connection_pool.connection_kwargs["port"]
     inode_of_port = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -125,7 +129,8 @@ def redis_connections_by_pid(client, pids) -> dict[int, int]:
             continue
         for row in rows:
             fields = row.split()
-            inode_of_port[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
+            if int(fields[2].rsplit(":", 1)[1], 16) == server_port:
+                inode_of_port[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
     owner = {}
     for pid in pids:
         try:

@@ -337,7 +337,7 @@ def test_five_hundred_workers_per_child_share_a_few_connections_and_every_job_ru
 
         side.assert_each_ended_once(range(jobs))
         assert side.max_concurrency() >= 200          # many jobs ran at once...
-        assert all(peak[pid] >= 1 for pid in children)
+        assert all(peak[pid] >= 1 for pid in children), (peak, run.output()[-2000:])
         assert max(peak.values()) <= 6, peak          # ...on at most 6 connections a process
         assert_queue_empty(r, prefix)
         run.send(signal.SIGTERM)
