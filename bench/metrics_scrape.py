@@ -27,18 +27,17 @@ import greenq  # noqa: E402
 from greenq import metrics  # noqa: E402
 from bench.redis_server import ThrowawayRedis  # noqa: E402
 
-TASKS = '''
-import greenq
-
-def make(task_id):
-    def perform(params):
-        if params.get("fail"):
-            raise ValueError("asked to fail")
-    greenq.task(task_id, timeout=30.0)(perform)
-
-for i in range({count}):
-    make(f"scrape.t{{i:03d}}")
+TASK = '''
+@greenq.task("scrape.t{n:03d}", timeout=30.0)
+def t{n:03d}(params):
+    if params.get("fail"):
+        raise ValueError("asked to fail")
 '''
+
+
+def tasks_source(count: int) -> str:
+    """A tasks file of `count` tasks (greenq finds decorated module attributes)."""
+    return "import greenq\n" + "".join(TASK.format(n=n) for n in range(count))
 
 
 def timed(call, scrapes: int) -> dict:
@@ -57,7 +56,7 @@ def measure(scrapes: int, tasks: int, processes: int) -> dict:
     with ThrowawayRedis() as server, tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "scrape_tasks.py")
         with open(path, "w") as file:
-            file.write(TASKS.format(count=tasks))
+            file.write(tasks_source(tasks))
         q = greenq.GreenQueue(redis_url=server.url, namespace="bench-scrape",
                               child_process_count=processes, worker_count=10)
         q.register_task(path)
@@ -70,6 +69,7 @@ def measure(scrapes: int, tasks: int, processes: int) -> dict:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"jobs not drained: {q.stats()}")
                 time.sleep(0.1)
+            time.sleep(2)  # let the children settle after the drain
             body, _ = metrics.render(q)
             figures = {"tasks": tasks, "processes": q.stats()["workers"],
                        "exposition_bytes": len(body),

@@ -29,8 +29,8 @@
 -- Keep BOUNDS_US and HISTORY_MINUTES equal to greenq/config.py's
 -- HISTOGRAM_BOUNDS and HISTORY_MINUTES (tests/test_metrics.py checks).
 -- Uses nothing of the including script.
-local BOUNDS_US = { 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
-                    5000000, 10000000, 30000000, 60000000, 300000000, 900000000, 3600000000 }
+local BOUNDS_US = { 10000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+                    60000000, 300000000 }
 local HISTORY_MINUTES = 1440
 
 local function open_metrics(metrics_key, history_key, now)
