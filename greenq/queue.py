@@ -259,7 +259,7 @@ class GreenQueue:
         catch up; submitting it again with the same `job_id` is safe (it
         adds nothing while the job exists), so pass one if you will retry."""
         row = self._row(task_id, resource_id, params, retries, job_id, coalesce, delay, run_at)
-        if tracing.enabled:
+        if tracing.recording():
             with tracing.send(self.queue_id, [row]):
                 _added, [final_id] = self._partition_set(store=True).add([row])
         else:
@@ -284,7 +284,7 @@ class GreenQueue:
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
         if not rows:
             return []
-        if tracing.enabled:
+        if tracing.recording():
             with tracing.send(self.queue_id, rows):
                 _added, ids = self._partition_set(store=True).add(rows)
         else:
