@@ -342,6 +342,36 @@ def test_an_acl_user_limited_to_the_queue_keys_runs_the_whole_api(acl, queues, n
 
 
 @pytest.mark.timeout(120)
+def test_an_acl_user_with_the_documented_rights_serves_the_dashboard_and_metrics(
+        acl, queues, namespace):
+    from werkzeug.test import Client
+
+    from greenq import browse
+    from greenq.web import make_app
+
+    password = uuid.uuid4().hex
+    user = acl.add_user(namespace, password)
+    queue = queues(OUTCOME, redis_url=acl.url(user, password), namespace=namespace, worker_count=4)
+    queue.start()
+    ids = [queue.submit_job("proc.outcome", resource_id="r", params={"fail": n % 2}, retries=0)
+           for n in range(4)]
+    wait_until(lambda: queue.stats()["failed"] == 2 and not queue.stats()["active"]
+               and not queue.stats()["waiting"], timeout=30)
+    queue.submit_jobs([{"task_id": "proc.outcome", "delay": 600}] * 3)
+    client = Client(make_app(queue))
+    for path in ("/", "/running", "/locked", "/waiting?resource=r", "/pending", "/scheduled",
+                 "/schedules", "/processes", "/failed", "/failed?task=proc.outcome",
+                 f"/jobs/{ids[0]}", "/metrics", "/api/stats"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.get_data(as_text=True)[:500])
+    assert 'outcome="failed"' in client.get("/metrics").get_data(as_text=True)
+    assert browse.count_matching(queue, "failed", "proc.outcome") == 2
+    assert browse.cancel_all(queue, "scheduled") == 3
+    assert browse.retry_all_failed(queue, "proc.outcome") == 2
+    assert set(acl.denials(user)) <= OPTIONAL_COMMANDS
+
+
+@pytest.mark.timeout(120)
 def test_an_acl_user_with_the_documented_rights_waits_on_jobs(acl, queues, namespace,
                                                              monkeypatch):
     """wait(): watch.lua, the pub/sub listener (SUBSCRIBE to the queue's
