@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import redis
 
 from . import config
-from .broker import Broker
+from .broker import Broker, record_from_flat
 from .keys import Keys, partitions_key
 from .nodes import Nodes, redirection, slot_of
 
@@ -273,4 +273,4 @@ def _as_dict(reply: Any) -> dict:
     """An HGETALL reply as a dict, whichever form the connection gave it."""
     if isinstance(reply, Exception):
         raise reply
-    return dict(zip(reply[0::2], reply[1::2])) if isinstance(reply, list) else dict(reply)
+    return record_from_flat(reply)
