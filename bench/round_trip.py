@@ -1,7 +1,9 @@
 """What one Redis round trip costs this machine, with and without gevent's
-monkey patching: a raw socket PING, redis-py's PING and EVALSHA of a
-script that returns at once, 5,000 calls each, against a throwaway
-redis-server. A single submit is one round trip, so this is its floor.
+monkey patching: a raw socket PING, a PING written and read on one
+redis-py Connection (as greenq's script channels do), redis-py's client
+PING (pool checkout, retries, callbacks) and EVALSHA of a script that
+returns at once, 5,000 calls each, against a throwaway redis-server. A
+single submit is one round trip, so this is its floor.
 
     python -m bench.round_trip
 
@@ -44,7 +46,15 @@ def measure() -> dict:
 
         client = redis.Redis.from_url(server.url)
         sha = client.script_load("return 1")
+        connection = client.connection_pool.get_connection()
+
+        def connection_ping() -> None:
+            connection.send_packed_command(connection.pack_commands([("PING",)]),
+                                           check_health=False)
+            connection.read_response()
+
         figures = {"raw socket PING": per_second(raw_ping),
+                   "Connection PING": per_second(connection_ping),
                    "redis-py PING": per_second(client.ping),
                    "redis-py EVALSHA": per_second(lambda: client.evalsha(sha, 0))}
         raw.close()
