@@ -54,6 +54,15 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
+def coalesced_rows(coalesced: Sequence, call: int) -> list[tuple[int, str]]:
+    """submit.lua's coalesced pairs (position in its call, 1-based; id merged
+    into) for the `call`-th call of submit_calls, as (index among the rows
+    submitted, id)."""
+    first = call * config.SCRIPT_BATCH
+    return [(first + int(position) - 1, job_id.decode() if isinstance(job_id, bytes)
+             else str(job_id)) for position, job_id in zip(coalesced[0::2], coalesced[1::2])]
+
+
 def record_from_flat(flat: list | dict) -> dict:
     """A record from HGETALL's raw flat reply (field, value, ...) as a dict,
     as redis-py's client would give it."""
@@ -173,26 +182,34 @@ class Broker:
         every write of this connection so far (the scripts' included), and
         BrokerError is raised when fewer confirm within `replica_wait`. The
         scripts did run on the master then; only their copies are unsure."""
+        return self._confirmed(commands, lambda sent: self._send_on(client, sent, resend_safe))
+
+    def _send_on(self, client: Client, commands: list[Sequence], resend_safe: bool) -> list:
+        try:
+            if client is None:
+                return self._send_shared(commands, resend_safe)
+            if isinstance(client, ScriptChannel):
+                if self.nodes.cluster:
+                    self.nodes.point(client, self.address)
+                return client.execute(commands)
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=False)
+        except CONNECTION_ERRORS:
+            self.nodes.stale()  # a dead master: its replica may serve the slot soon
+            raise
+
+    def _confirmed(self, commands: list[Sequence], execute: Callable[[list], list]) -> list:
+        """execute(commands), with one WAIT last when an ACKNOWLEDGED script
+        is among them and the partition has `replicas` (see _send); its reply
+        is checked and taken off the replies."""
         acknowledged = self.replicas > 0 and any(
             command[0] == "EVALSHA" and command[1] in self._acknowledged_shas
             for command in commands)
         if acknowledged:
             commands = [*commands, ("WAIT", self.replicas, int(self.replica_wait * 1000))]
-        try:
-            if client is None:
-                replies = self._send_shared(commands, resend_safe)
-            elif isinstance(client, ScriptChannel):
-                if self.nodes.cluster:
-                    self.nodes.point(client, self.address)
-                replies = client.execute(commands)
-            else:
-                pipe = client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies = pipe.execute(raise_on_error=False)
-        except CONNECTION_ERRORS:
-            self.nodes.stale()  # a dead master: its replica may serve the slot soon
-            raise
+        replies = execute(commands)
         if acknowledged:
             self._check_confirmed(replies.pop(), replies)
         return replies
@@ -292,14 +309,9 @@ class Broker:
             else:
                 return reply
             script = self.scripts[call[0]]
-            evalsha = self._evalsha(call)
-            commands = [("SCRIPT", "LOAD", script.source), *asking, evalsha]
-            acknowledged = self.replicas > 0 and evalsha[1] in self._acknowledged_shas
-            if acknowledged:
-                commands.append(("WAIT", self.replicas, int(self.replica_wait * 1000)))
-            replies = self.nodes.lanes(address).execute(commands, False)
-            if acknowledged:
-                self._check_confirmed(replies.pop(), replies)
+            commands = [("SCRIPT", "LOAD", script.source), *asking, self._evalsha(call)]
+            lanes = self.nodes.lanes(address)
+            replies = self._confirmed(commands, lambda sent: lanes.execute(sent, False))
             loaded, reply = replies[0], replies[-1]
             if isinstance(loaded, Exception):
                 raise loaded
@@ -350,10 +362,8 @@ class Broker:
         replies = self._pipeline(client, self.submit_calls(rows), resend_safe=True)
         for call, (count, coalesced) in enumerate(replies):
             added += count
-            first = call * config.SCRIPT_BATCH
-            for position, job_id in zip(coalesced[0::2], coalesced[1::2]):
-                ids[first + int(position) - 1] = job_id.decode() if isinstance(job_id, bytes) \
-                    else str(job_id)
+            for index, job_id in coalesced_rows(coalesced, call):
+                ids[index] = job_id
         return added, ids
 
     def submit(self, rows: Sequence[Sequence], client: Client = None) -> int:

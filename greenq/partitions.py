@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import redis
 
 from . import config
-from .broker import Broker, record_from_flat
+from .broker import Broker, coalesced_rows, record_from_flat
 from .keys import Keys, partitions_key
 from .nodes import Nodes, redirection, slot_of
 
@@ -113,10 +113,8 @@ class Partitions:
             replies = self.brokers[group[0]]._pipeline(None, calls, resend_safe=True)
             for (indices, c), (count, coalesced) in zip(owners, replies):
                 added += count
-                first = c * config.SCRIPT_BATCH
-                for position, job_id in zip(coalesced[0::2], coalesced[1::2]):
-                    ids[indices[first + int(position) - 1]] = \
-                        job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+                for index, job_id in coalesced_rows(coalesced, c):
+                    ids[indices[index]] = job_id
         return added, ids
 
     # -- one job by id ---------------------------------------------------------
