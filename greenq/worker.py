@@ -1,4 +1,4 @@
-"""Fetch -> greenlet pool -> run -> hand the outcome to the committer.
+"""Fetch -> runner greenlets -> run -> hand the outcome to the committer.
 
 One fetching greenlet per queue partition (one for a queue of one) leases
 as many jobs as there are free slots in one round trip, and blocks in Redis
@@ -21,7 +21,6 @@ from typing import Any, Callable
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.pool
 
 from . import config, joblog, tracing
 from .broker import REDIS_TROUBLE, Broker
@@ -33,6 +32,7 @@ from .health import Health
 from .job import FETCH_ROW, Job, decode_row
 from .lifeline import Deadline, Lifeline
 from .registry import Registry, Task
+from .runners import Runners
 from .serializers import Serializer, get_serializer
 from .supervisor import supervise
 
@@ -72,7 +72,7 @@ class Lane:
         # Worker._wake_for_due); with the monotonic time it is set for.
         self.alarm: Any = None
         self.alarm_at = 0.0
-        self.reserved = 0  # slots of the pool its fetch in flight may fill
+        self.reserved = 0  # runner slots its fetch in flight may fill
         self.has_turn = False  # holds Worker._fetch_turn
 
 
@@ -82,9 +82,9 @@ def _left(deadline: float | None) -> float | None:
 
 
 class Worker:
-    """Runs jobs in this process: one fetcher greenlet leases jobs into a pool
-    of `worker_count` greenlets, each job's outcome goes to the committer,
-    and `stop()` winds it all down without losing a job."""
+    """Runs jobs in this process: one fetcher greenlet leases jobs for up to
+    `worker_count` runner greenlets (greenq/runners.py), each job's outcome
+    goes to the committer, and `stop()` winds it all down without losing a job."""
 
     def __init__(self, broker: Broker | list[Broker], registry: Registry, process_id: str,
                  worker_count: int, health: Health, emit: Callable,
@@ -105,15 +105,15 @@ class Worker:
         self.max_params_bytes = max_params_bytes
         # perform's return values are stored with the submitters' checks.
         self.serializer = serializer or get_serializer("msgpack")
-        self.pool = gevent.pool.Pool(worker_count)
-        self.running: dict[str, tuple[Job, gevent.Greenlet]] = {}
+        self.runners = Runners(worker_count, self._run)
+        self.running: dict[str, Job] = {}
         timeouts = [t.timeout for t in registry.tasks.values()] or [config.DEFAULT_TASK_TIMEOUT]
         tick = max(0.05, min(config.MAX_TICK_INTERVAL, min(timeouts) / 4))
         self.committer = Committer(self.brokers, process_id, tick, health, emit, max_params_bytes,
                                    flush_stale_timeout, unknown_task_grace,
                                    on_cancel=self._cancel_running)
         self.committer.task_of = registry.get  # a retry waits out its task's back-off
-        # Running jobs a cancel reached and whose greenlet got JobCancelled:
+        # Running jobs a cancel reached and that got JobCancelled:
         # the heartbeat lists them until they finish, the kill happens once.
         self._cancelled: set[str] = set()
         # A job of a task not registered here waits this long for a worker
@@ -167,9 +167,9 @@ class Worker:
         """How many jobs `lane`'s next fetch may lease: the pool's free slots
         less what other partitions' fetches in flight may fill; a wait asks
         for its share only, since every idle partition waits at once."""
-        free = self.pool.free_count() - sum(other.reserved for other in self._lanes)
+        free = self.runners.free_count() - sum(other.reserved for other in self._lanes)
         if waiting and len(self._lanes) > 1:
-            free = min(free, max(1, self.pool.free_count() // len(self._lanes)))
+            free = min(free, max(1, self.runners.free_count() // len(self._lanes)))
         return max(0, min(free, config.SCRIPT_BATCH))
 
     # -- fetching ------------------------------------------------------------
@@ -183,8 +183,8 @@ class Worker:
             if free == 0:
                 lane.parked = ""
                 try:
-                    if self.pool.free_count() == 0:
-                        self.pool.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
+                    if self.runners.free_count() == 0:
+                        self.runners.wait_available(timeout=config.FETCH_BLOCK_SECONDS)
                     else:  # other partitions' fetches in flight may fill the free slots
                         self._slots_changed.clear()
                         self._slots_changed.wait(timeout=config.FETCH_BLOCK_SECONDS)
@@ -337,15 +337,15 @@ class Worker:
             self.emit("error", error)
             self.committer.failed(job, f"UnknownTaskError: {error}", final=True)
             return
-        if self.pool.full():
-            # Fetches of several partitions at once leased more than the
-            # pool holds: back to the head of its queue, untouched, rather
-            # than a fetcher blocked in spawn holding a leased job.
+        if self.runners.full():
+            # Fetches of several partitions at once leased more than there
+            # are runners: back to the head of its queue, untouched, rather
+            # than a fetcher blocked holding a leased job.
             self.committer.give_back(job)
             return
         self.started += 1
-        greenlet = self.pool.spawn(self._run, job, task)
-        self.running[job.id] = (job, greenlet)
+        self.running[job.id] = job
+        self.runners.start(job, task)
 
     def _give_back_unknown(self, job: Job) -> bool:
         """A job of a task this process has not registered (a rolling deploy:
@@ -426,10 +426,9 @@ class Worker:
         """The heartbeat says a cancel reached these jobs: stop each (once)
         where it next yields."""
         for job_id in job_ids:
-            entry = self.running.get(job_id)
-            if entry is not None and job_id not in self._cancelled:
+            if job_id in self.running and job_id not in self._cancelled:
                 self._cancelled.add(job_id)
-                entry[1].kill(JobCancelled(f"job {job_id} was cancelled"), block=False)
+                self.runners.interrupt(job_id, JobCancelled(f"job {job_id} was cancelled"))
 
     # -- stopping ------------------------------------------------------------
 
@@ -454,7 +453,7 @@ class Worker:
                 self._stop_fetcher(lane, deadline)
             if lane.alarm is not None:
                 lane.alarm.kill(block=False)
-        waiter = gevent.spawn(self.pool.join)
+        waiter = gevent.spawn(self.runners.join)
         self._wait(waiter, deadline)
         waiter.kill()
         hard = None if deadline is None else deadline + SHUTDOWN_MARGIN
@@ -466,9 +465,10 @@ class Worker:
                    else "asked to stop at once")
             log.warning("%s: giving %d running %s back to the queue",
                         why, count, "job" if count == 1 else "jobs")
-            for _job, greenlet in list(self.running.values()):
-                greenlet.kill(WorkerShutdown, block=False)
-            self.pool.join(timeout=1.0 if hard is None else _left(hard))
+            for job_id in list(self.running):
+                self.runners.interrupt(job_id, WorkerShutdown())
+            self.runners.join(timeout=1.0 if hard is None else _left(hard))
+        self.runners.close()
         held = self.committer.stop(hard)
         for lane, holds in zip(self._lanes, held or ()):
             if holds:
