@@ -43,13 +43,14 @@ local metrics = open_metrics(KEYS[5], KEYS[6], queue.now)
 local owned_key = prefix .. "owned:" .. proc
 local codes, done = {}, 0
 local no_fields = {}
+local finished = {}  -- ids to drop from owned, in one ZREM
 receipts.drop(ARGV[3])
 for i = 6, #ARGV, 5 do
   local id, token = ARGV[i], ARGV[i + 1]
   local job_key = prefix .. "job:" .. id
   local f, code = receipts.check(job_key, id, token)
   if f then
-    rcall("ZREM", owned_key, id)
+    finished[#finished + 1] = id
     release(queue, f[4], id)
     local task = f[8]
     metrics.observe(task, "d", tonumber(ARGV[i + 4]))
@@ -73,6 +74,7 @@ for i = 6, #ARGV, 5 do
   end
   codes[#codes + 1] = code
 end
+if #finished > 0 then rcall("ZREM", owned_key, unpack(finished)) end
 if done > 0 then rcall("HINCRBY", counts_key, "active", -done) end
 receipts.keep()
 metrics.flush()

@@ -127,6 +127,7 @@ local passed_over = {}
 local owned_key = prefix .. "owned:" .. proc
 local jobs, problems = {}, {}
 local leased, taken, skipped = 0, 0, 0
+local owned = {}  -- ZADD's arguments for the jobs leased: timeout ms, id, ...
 local fence = tonumber(rcall("HGET", counts_key, "fence")) or 0
 -- Lease job `id` (its record's fields `f`, as read below).
 local function lease(id, job_key, f)
@@ -135,7 +136,7 @@ local function lease(id, job_key, f)
   local attempts = (tonumber(f[6]) or 0) + 1
   rcall("HSET", job_key, "state", "active", "owner", proc, "started", now,
         "lease", fence, "attempts", attempts)
-  rcall("ZADD", owned_key, timeouts[f[1]] or default_timeout, id)
+  owned[leased * 2 + 1], owned[leased * 2 + 2] = timeouts[f[1]] or default_timeout, id
   leased = leased + 1
   local n = #jobs
   jobs[n + 1], jobs[n + 2], jobs[n + 3], jobs[n + 4], jobs[n + 5] = id, fence, f[1], f[2], f[3]
@@ -162,9 +163,15 @@ local function not_a_job(id, job_key, kind)
   problems[#problems + 1] = why .. "; moved to the failed queue" .. passed_on(id)
 end
 
-while taken < max_jobs and skipped < MAX_SKIPPED do
-  local id = rcall("RPOP", handoff_key) or rcall("RPOP", pending_key)
-  if not id then break end
+-- The next ids in line, up to `count` of them: one RPOP for a batch, not
+-- one per job; the handoff's first. False when both lists are empty.
+local function next_ids(count)
+  return rcall("RPOP", handoff_key, count) or rcall("RPOP", pending_key, count)
+end
+
+-- Every id popped is dealt with, so a call may skip up to MAX_SKIPPED plus
+-- one batch.
+local function take(id)
   local job_key = prefix .. "job:" .. id
   -- No TYPE first: HMGET answers nils for a missing key and an error for
   -- another type, and both are rare.
@@ -191,9 +198,16 @@ while taken < max_jobs and skipped < MAX_SKIPPED do
     end
   end
 end
+
+while taken < max_jobs and skipped < MAX_SKIPPED do
+  local ids = next_ids(max_jobs - taken)
+  if not ids then break end
+  for i = 1, #ids do take(ids[i]) end
+end
 for i = #passed_over, 1, -1 do rcall("RPUSH", pending_key, passed_over[i]) end
 if skipped > 0 then rcall("HINCRBY", counts_key, "skipped", -skipped) end
 if leased > 0 then
+  rcall("ZADD", owned_key, unpack(owned))
   rcall("HSET", counts_key, "fence", fence)
   rcall("HINCRBY", counts_key, "active", leased)
   touch_process(procs_key, beats_key, proc, owned_key, now)
