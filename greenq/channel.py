@@ -22,6 +22,26 @@ from redis.exceptions import ReadOnlyError, ResponseError
 
 from . import config
 
+try:
+    from hiredis import pack_command
+except ImportError:  # redis-py packs then
+    pack_command = None
+
+
+def pack(connection: redis.connection.AbstractConnection,
+         commands: Sequence[Sequence[Any]]) -> list[bytes]:
+    """`commands` in Redis' protocol, as send_packed_command takes them:
+    one buffer, one write. hiredis packs a whole command in C; redis-py's
+    own packing first copies every argument through a generator (about
+    0.2 us each: a commit of 100 jobs has 500). An argument hiredis cannot
+    pack (TypeError) gets redis-py's packing and its error."""
+    if pack_command is not None:
+        try:
+            return [b"".join([pack_command(tuple(command)) for command in commands])]
+        except TypeError:
+            pass
+    return connection.pack_commands(commands)
+
 
 class OutageReplies:
     """Mixed into every connection class greenq uses: an error reply that
@@ -77,7 +97,7 @@ class ScriptChannel:
         reconnects)."""
         connection = self.connection
         connection.connect()  # a no-op while connected
-        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        connection.send_packed_command(pack(connection, commands), check_health=False)
         replies: list = []
         for _ in commands:
             try:
