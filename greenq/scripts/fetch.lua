@@ -59,7 +59,9 @@ local pending_key, procs_key, beats_key, counts_key, failed_key, handoff_key, lo
       delayed_key, rates_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local prefix, proc = ARGV[1], ARGV[2]
-local max_jobs, default_timeout, promote = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- The timeouts stay text: they are only sent on (ZADD), and a number
+-- argument is formatted again on every redis.call (about 0.2 us).
+local max_jobs, default_timeout, promote = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 -- @include now_ms
 -- @include touch_process
 -- @include release
@@ -73,7 +75,7 @@ for i = 7, first_pair - 1, 3 do
   limits[ARGV[i]] = { count = tonumber(ARGV[i + 1]), period = tonumber(ARGV[i + 2]) }
 end
 local timeouts = {}
-for i = first_pair, #ARGV, 2 do timeouts[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = first_pair, #ARGV, 2 do timeouts[ARGV[i]] = ARGV[i + 1] end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key }
 
@@ -102,6 +104,7 @@ local function rate_slot(task, limit, now)
 end
 
 local now = now_ms()
+local now_text = string.format("%d", now)  -- written with every lease
 local fresh = {}
 for _, id in ipairs(rcall("ZRANGEBYSCORE", delayed_key, "-inf", now, "LIMIT", 0, promote)) do
   rcall("ZREM", delayed_key, id)
@@ -134,7 +137,7 @@ local function lease(id, job_key, f)
   taken = taken + 1
   fence = fence + 1
   local attempts = (tonumber(f[6]) or 0) + 1
-  rcall("HSET", job_key, "state", "active", "owner", proc, "started", now,
+  rcall("HSET", job_key, "state", "active", "owner", proc, "started", now_text,
         "lease", fence, "attempts", attempts)
   owned[leased * 2 + 1], owned[leased * 2 + 2] = timeouts[f[1]] or default_timeout, id
   leased = leased + 1

@@ -33,19 +33,30 @@ local BOUNDS_US = { 10000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000
                     60000000, 300000000 }
 local HISTORY_MINUTES = 1440
 
+local OUTCOME_LETTER = { succeeded = "s", failed = "f", retried = "r", cancelled = "c" }
+
 local function open_metrics(metrics_key, history_key, now)
   local rcall = redis.call
+  -- adds[task][kind][key]: what flush() adds to field "<kind>\t<key>\t<task>";
+  -- kind "o" (key: outcome), "d" or "w" (key: bucket or "sum"). Field names
+  -- are built at flush, once each, not per job.
   local adds, minute_counts, any = {}, {}, false
   local metrics = {}
 
-  local function add(field, n)
-    adds[field] = (adds[field] or 0) + n
+  local function add(task, kind, key, n)
+    local per_task = adds[task]
+    if not per_task then
+      per_task = { o = {}, d = {}, w = {} }
+      adds[task] = per_task
+    end
+    local per_kind = per_task[kind]
+    per_kind[key] = (per_kind[key] or 0) + n
     any = true
   end
 
   function metrics.count(task, outcome)
-    add("o\t" .. outcome .. "\t" .. (task or ""), 1)
-    local letter = string.sub(outcome, 1, 1)
+    add(task or "", "o", outcome, 1)
+    local letter = OUTCOME_LETTER[outcome] or string.sub(outcome, 1, 1)
     minute_counts[letter] = (minute_counts[letter] or 0) + 1
   end
 
@@ -57,8 +68,8 @@ local function open_metrics(metrics_key, history_key, now)
       if us <= BOUNDS_US[i] then bucket = i break end
     end
     task = task or ""
-    add(kind .. "\t" .. bucket .. "\t" .. task, 1)
-    add(kind .. "\tsum\t" .. task, us)
+    add(task, kind, bucket, 1)
+    add(task, kind, "sum", us)
   end
 
   function metrics.observe_wait(task, started, queued)
@@ -68,7 +79,13 @@ local function open_metrics(metrics_key, history_key, now)
 
   function metrics.flush()
     if not any then return end
-    for field, n in pairs(adds) do rcall("HINCRBY", metrics_key, field, n) end
+    for task, per_task in pairs(adds) do
+      for kind, per_kind in pairs(per_task) do
+        for key, n in pairs(per_kind) do
+          rcall("HINCRBY", metrics_key, kind .. "\t" .. key .. "\t" .. task, n)
+        end
+      end
+    end
     local minute = math.floor(now / 60000)
     local slot = minute % HISTORY_MINUTES
     if tonumber(rcall("HGET", history_key, "m" .. slot)) ~= minute then

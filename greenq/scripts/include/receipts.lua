@@ -19,6 +19,7 @@
 --   keep()                      ...and write what was noted, once per call
 -- Needs include/check_lease before it; uses nothing of the including script.
 local RECEIPT_TTL_MS = 86400000
+local CODE_TEXT = { [1] = "1", [4] = "4", [0] = "0", [-1] = "-1" }  -- formatted once
 
 local function open_receipts(prefix, proc)
   local rcall = redis.call
@@ -38,7 +39,7 @@ local function open_receipts(prefix, proc)
 
   function receipts.note(id, token, code)
     local n = #fields
-    fields[n + 1], fields[n + 2] = id .. " " .. token, code
+    fields[n + 1], fields[n + 2] = id .. " " .. token, CODE_TEXT[code] or code
   end
 
   function receipts.keep()
