@@ -1,5 +1,6 @@
 """What one Redis round trip costs this machine, with and without gevent's
-monkey patching: a raw socket PING, a PING written and read on one
+monkey patching: a raw socket PING (its reply waited for, then polled for
+as greenq's shared channels do, greenq/channel.py), a PING written and read on one
 redis-py Connection (as greenq's script channels do), redis-py's client
 PING (pool checkout, retries, callbacks) and EVALSHA of a script that
 returns at once, 5,000 calls each, against a throwaway redis-server. A
@@ -44,6 +45,17 @@ def measure() -> dict:
             raw.sendall(b"*1\r\n$4\r\nPING\r\n")
             raw.recv_into(buffer)
 
+        os_socket = getattr(raw, "_sock", raw)  # the OS socket under gevent's
+
+        def polled_ping() -> None:
+            raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+            while True:
+                try:
+                    if os_socket.recv_into(buffer, 64, socket.MSG_DONTWAIT):
+                        return
+                except BlockingIOError:
+                    os.sched_yield()
+
         client = redis.Redis.from_url(server.url)
         sha = client.script_load("return 1")
         connection = client.connection_pool.get_connection()
@@ -54,6 +66,7 @@ def measure() -> dict:
             connection.read_response()
 
         figures = {"raw socket PING": per_second(raw_ping),
+                   "raw socket PING, polled": per_second(polled_ping),
                    "Connection PING": per_second(connection_ping),
                    "redis-py PING": per_second(client.ping),
                    "redis-py EVALSHA": per_second(lambda: client.evalsha(sha, 0))}

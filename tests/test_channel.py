@@ -4,6 +4,7 @@ a connection Redis closed is re-sent on only for calls safe to send twice,
 NOSCRIPT reloads, and a bounded pool."""
 
 import json
+import time
 
 import gevent
 import gevent.event
@@ -11,6 +12,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
+from greenq import channel as channel_module
 from greenq import config
 from greenq.channel import ChannelPool
 from test_input import run_unpatched
@@ -155,3 +157,74 @@ def test_sixteen_threads_submitting_at_once_in_an_unpatched_process_share_the_po
     assert r.llen(f"{namespace}:{{default}}:pending") == 1 + threads * submits
     assert 1 <= out["opened"] <= out["pool_size"]
     assert out["seconds"] < 5  # about 0.1 s here; a lost wake-up used to cost 10 s
+
+
+# -- polling for a reply (await_reply) -------------------------------------------
+
+
+def sent(channel, *command) -> None:
+    connection = channel.connection
+    connection.connect()
+    connection.send_packed_command(connection.pack_commands([command]), check_health=False)
+
+
+def test_a_shared_channel_polls_for_a_prompt_reply_and_reads_it(connection):
+    pool = ChannelPool(connection, 1)
+    with pool.borrow() as channel:
+        assert channel.spin
+        sent(channel, "PING")
+        channel_module.await_reply(channel.connection)
+        # The reply is there now: the read takes it without waiting in the hub.
+        assert channel.connection.can_read(timeout=0)
+        assert channel.connection.read_response() in (b"PONG", "PONG")
+        assert channel.execute([("ECHO", "x")]) == [b"x"]
+    assert not pool.new_channel().spin  # a fetcher's or committer's own channel never polls
+
+
+def test_polling_gives_up_after_its_moment_and_the_read_still_gets_the_reply(connection):
+    pool = ChannelPool(connection, 1)
+    with pool.borrow() as channel:
+        sent(channel, "BLPOP", "greenq-test-nothing-here", "0.2")  # answers in 0.2 s
+        began = time.perf_counter()
+        channel_module.await_reply(channel.connection)
+        polled = time.perf_counter() - began
+        assert polled < 0.1  # SPIN_SECONDS (100 us), with room for a busy machine
+        assert not channel.connection.can_read(timeout=0)
+        assert channel.connection.read_response() is None
+
+
+def test_no_polling_while_other_greenlets_are_ready_to_run(connection, monkeypatch):
+    polls = []
+    pool = ChannelPool(connection, 1)
+    with pool.borrow() as channel:
+        sent(channel, "BLPOP", "greenq-test-nothing-here", "0.2")  # answers in 0.2 s
+        monkeypatch.setattr(channel_module, "_yield_cpu", lambda: polls.append(1))
+        gevent.get_hub().loop.run_callback(lambda: None)  # a greenlet ready to run
+        channel_module.await_reply(channel.connection)
+        assert polls == []
+        gevent.sleep(0)  # the callback ran: the hub is idle again
+        channel_module.await_reply(channel.connection)
+        assert polls  # polled until SPIN_SECONDS ran out (the reply comes later)
+        assert channel.connection.read_response() is None
+
+
+UNPATCHED_SUBMITS = """
+import gevent.monkey
+from greenq import GreenQueue
+from greenq import channel
+
+assert not gevent.monkey.is_module_patched("socket")
+q = GreenQueue(redis_url=URL, namespace=NS)
+ids = [q.submit_job("poll.task", params={"n": n}) for n in range(20)]
+with q._partition_set().brokers[0].nodes.lanes(q._partition_set().brokers[0].address).borrow() as c:
+    c.execute([("PING",)])
+    assert getattr(c.connection._sock, "_sock", None) is None  # nothing to poll: waits as before
+print(len(set(ids)))
+"""
+
+
+def test_an_unpatched_program_submits_without_polling(redis_url, namespace, r):
+    result = run_unpatched(UNPATCHED_SUBMITS, URL=redis_url, NS=namespace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "20"
+    assert r.llen(f"{namespace}:{{default}}:pending") == 20
