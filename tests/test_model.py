@@ -603,7 +603,7 @@ class QueueMachine(RuleBasedStateMachine):
                 # the cancel mark only on a running job it reached: a
                 # queued job carries none (it would end its next run)
                 assert (mark == b"1") == (job.state == "active" and job.mark), (job_id, job)
-                assert (params, int(retries), task) == \
+                assert (params, int(retries or 0), task) == \
                     (job.params, job.retries, job.task.encode())
 
         # one holder per resource (the lock), and first runs in submission order

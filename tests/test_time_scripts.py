@@ -145,7 +145,7 @@ def test_a_rate_limited_task_starts_n_jobs_then_waits_scheduled_without_an_attem
     assert waits[ids[4]] - first in (20_000, 20_001)
     for job_id in ids[3:]:
         rec = q.rec(job_id)
-        assert rec["state"] == "scheduled" and rec["attempts"] == "0" and "lease" not in rec
+        assert rec["state"] == "scheduled" and rec.get("attempts", "0") == "0" and "lease" not in rec
     assert q.b.stats()["scheduled"] == 2 and 59_000 <= due <= 60_000
     log = [int(x) for x in q.r.lrange(q.k.prefix + "rate:t", 0, -1)]
     assert len(log) == 3 and 0 < q.r.pttl(q.k.prefix + "rate:t") <= 60_000

@@ -74,15 +74,26 @@ for i = 4, #ARGV, 9 do
       if due ~= "" then
         due = string.sub(due, 1, 1) == "+" and now + tonumber(string.sub(due, 2)) or tonumber(due)
       end
+      local later = due ~= "" and due > now
       -- "queued": from when its wait counts (include/metrics.lua), for a
-      -- delayed job its due time.
-      rcall("HSET", job_key, "task", task, "enc", ARGV[i + 3], "params", ARGV[i + 4],
-            "retries", ARGV[i + 5], "attempts", 0, "queued", due ~= "" and math.max(due, now) or now)
-      if resource ~= "" then rcall("HSET", job_key, "res", resource) end
-      if ARGV[i + 8] ~= "" then rcall("HSET", job_key, "trace", ARGV[i + 8]) end
-      if due ~= "" and due > now then
-        rcall("HSET", job_key, "state", "scheduled")
+      -- delayed job its due time. Fields at their default are left out
+      -- (every reader takes a missing retries or attempts for 0): fewer
+      -- bytes per queued job, and one HSET.
+      local fields = { "task", task, "enc", ARGV[i + 3], "params", ARGV[i + 4],
+                       "queued", later and due or now }
+      if ARGV[i + 5] ~= "0" then fields[#fields + 1] = "retries"; fields[#fields + 1] = ARGV[i + 5] end
+      if resource ~= "" then fields[#fields + 1] = "res"; fields[#fields + 1] = resource end
+      if ARGV[i + 8] ~= "" then fields[#fields + 1] = "trace"; fields[#fields + 1] = ARGV[i + 8] end
+      if later then
+        fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
+      elseif resource == "" then
+        fields[#fields + 1] = "state"; fields[#fields + 1] = "pending"
+      end
+      rcall("HSET", job_key, unpack(fields))
+      if later then
         delay_job(queue, id, due)
+      elseif resource == "" then
+        rcall("LPUSH", pending_key, id)  -- what enqueue does for a job without a resource
       else
         enqueue(queue, id, job_key, resource)
       end
