@@ -58,9 +58,12 @@ class Runners:
             self._available.clear()
         self._idle.clear()
         self._inbox.append((job, task))
-        if self._parked:
-            self._hub.loop.run_callback(self._parked.pop().switch, None)
-        elif len(self._runners) < self.size:
+        while self._parked:
+            waiter = self._parked.pop()
+            if waiter.greenlet is not None:  # still parked on it (see _loop)
+                self._hub.loop.run_callback(waiter.switch, None)
+                return
+        if len(self._runners) < self.size:
             runner = gevent.spawn(self._loop)
             self._runners.add(runner)
         # Otherwise every runner is running or about to look at the inbox:
@@ -101,7 +104,16 @@ class Runners:
                 if not inbox:
                     waiter = Waiter(self._hub)
                     self._parked.append(waiter)
-                    waiter.get()
+                    try:
+                        waiter.get()
+                    except BaseException:  # noqa: BLE001 - thrown in while parked
+                        # Only close() ends a runner; anything else (a
+                        # Timeout or kill a task left behind) is not for
+                        # it. The waiter is dropped: start() skips it.
+                        if self._closed:
+                            return
+                        log.warning("runner: an exception reached an idle runner; ignored",
+                                    exc_info=True)
                     continue
                 job, task = inbox.popleft()
                 job_of[me] = job.id

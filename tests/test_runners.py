@@ -123,3 +123,22 @@ def test_wait_available_returns_when_a_slot_frees(size):
     runners.wait_available(timeout=5)
     assert not runners.full()
     assert runners.join(timeout=5)
+
+
+def test_an_exception_thrown_into_an_idle_runner_strands_no_job(caplog):
+    seen = []
+    runners = Runners(2, lambda job, task: seen.append(job.id))
+    runners.start(Job("a"), None)
+    runners.start(Job("b"), None)
+    assert runners.join(timeout=5)
+    idle = list(runners._runners)
+    assert len(idle) == 2
+    for runner in idle:  # a task's leftover Timeout, a stray kill: from the hub
+        gevent.get_hub().loop.run_callback(runner.throw, RuntimeError("not for a runner"))
+    gevent.sleep(0.01)
+    for n in range(10):
+        runners.start(Job(str(n)), None)
+    assert runners.join(timeout=5)
+    assert seen == ["a", "b", *[str(n) for n in range(10)]]
+    assert "an exception reached an idle runner" in caplog.text
+    assert all(not runner.dead for runner in idle)
