@@ -127,7 +127,11 @@ def main(argv=None) -> int:
                 try:
                     master.wait(60)
                 except subprocess.TimeoutExpired:
-                    log.warning("greenq run did not stop within 60 s of SIGTERM; killing it")
+                    run_log.seek(0)
+                    tail = run_log.read().decode(errors="replace").splitlines()[-40:]
+                    log.warning("greenq run did not stop within 60 s of SIGTERM; killing it. "
+                                "Its processes: %s. The last lines of its log:\n%s",
+                                _process_tree(master.pid), "\n".join(tail))
                     master.kill()
                     master.wait(10)
         end = soak.redis_footprint()
@@ -135,6 +139,17 @@ def main(argv=None) -> int:
         errors = [line for line in run_log.read().decode(errors="replace").splitlines()
                   if " ERROR " in line or "Traceback" in line]
         return soak.report(baseline, end, master.returncode, errors)
+
+
+def _process_tree(pid: int) -> str:
+    """`pid` and its children, each with its state and command line (ps)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "--ppid", str(pid), "-p", str(pid)],
+                              capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"(ps failed: {exc})"
 
 
 def _rss_kb(pid: int) -> int | None:

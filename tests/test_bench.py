@@ -87,6 +87,18 @@ def test_suite_on_a_given_redis_deletes_its_own_keys_and_touches_no_other(redis_
         assert name in done.stdout
 
 
+@pytest.mark.timeout(120)
+def test_script_cost_leases_and_finishes_every_job_and_reports_both_scripts():
+    done = run_bench("-m", "bench.script_cost", "--jobs", "300", "--rounds", "2", timeout=100)
+    assert done.returncode == 0, done.stderr[-5000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["round 1", "round 2"]
+    for line in lines:
+        figures = [float(word) for word in line.replace(",", " ").split() if word.replace(".", "").isdigit()]
+        fetch, complete, together = figures[-3:]
+        assert fetch > 0 and complete > 0 and together == pytest.approx(fetch + complete, abs=0.011)
+
+
 @pytest.mark.timeout(200)
 def test_w7_times_wait_wake_ups_and_reports_its_p99_over_w4s_of_the_same_run(tmp_path):
     out = tmp_path / "bench.json"
