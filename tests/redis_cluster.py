@@ -297,12 +297,33 @@ class LocalCluster:
         self._move_keys(migration, None, keys_batch)
         owners = [migration.target_port, migration.source_port]
         owners += [port for _, port in self.masters() if port not in owners]
-        for port in owners:
-            self._admin(port).execute_command(
-                "CLUSTER", "SETSLOT", migration.slot, "NODE", migration.target_id)
         self.open_migrations.remove(migration)
-        self.wait_until_settled(condition=lambda nodes: any(
-            node.id == migration.target_id and migration.slot in node.slots for node in nodes))
+
+        def moved(nodes: list[NodeView]) -> bool:
+            return any(node.id == migration.target_id and migration.slot in node.slots
+                       for node in nodes)
+
+        # A gossip message the source sent before its SETSLOT, carrying a
+        # higher config epoch than the target's, can hand the slot back to
+        # the source in the target's view while the source has let it go:
+        # then nobody serves it. Until every node agrees: the target's epoch
+        # bumped, and SETSLOT NODE again on every master.
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        first = True
+        while True:
+            if not first:  # and make the target's claim the newest
+                self._admin(migration.target_port).execute_command("CLUSTER", "BUMPEPOCH")
+            first = False
+            for port in owners:
+                self._admin(port).execute_command(
+                    "CLUSTER", "SETSLOT", migration.slot, "NODE", migration.target_id)
+            try:
+                self.wait_until_settled(timeout=min(3.0, max(0.1, deadline - time.monotonic())),
+                                        condition=moved)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
     def migrate_slot(self, slot: int, target_port: int, keys_batch: int = 100) -> None:
         """The whole resharding of one slot, as `redis-cli --cluster reshard` does it."""
