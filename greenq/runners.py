@@ -10,7 +10,8 @@ costs about a microsecond.
 A runner outlives its jobs, so an exception aimed at one job (a cancel, a
 shutdown's give-back) must not land in the next job the same runner takes:
 `interrupt` delivers it from a hub callback, and only if that runner still
-runs that job at the moment of delivery.
+runs that job at the moment of delivery. One aimed at a job still in the
+inbox is delivered once a runner takes the job.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Runners:
         self._inbox: deque = deque()
         self._parked: list[Waiter] = []
         self._runners: set[gevent.Greenlet] = set()
-        self._job_of: dict[gevent.Greenlet, str] = {}  # runner -> id of the job it runs
+        self._runner_of: dict[str, gevent.Greenlet] = {}  # job id -> the runner running it
+        self._early: dict[str, BaseException] = {}  # job id in the inbox -> its interrupt
         self._available = gevent.event.Event()
         self._available.set()
         self._idle = gevent.event.Event()
@@ -80,25 +82,27 @@ class Runners:
     def interrupt(self, job_id: str, exception: BaseException) -> None:
         """Raise `exception` in job `job_id` where it next yields, if it
         still runs when the hub gets to it; otherwise nothing."""
-        for runner, running_id in self._job_of.items():
-            if running_id == job_id:
-                self._hub.loop.run_callback(self._throw, runner, job_id, exception)
-                return
+        runner = self._runner_of.get(job_id)
+        if runner is not None:
+            self._hub.loop.run_callback(self._throw, runner, job_id, exception)
+        elif any(job.id == job_id for job, _task in self._inbox):
+            self._early[job_id] = exception
 
     def _throw(self, runner: gevent.Greenlet, job_id: str, exception: BaseException) -> None:
-        if self._job_of.get(runner) == job_id:
+        if self._runner_of.get(job_id) is runner:
             runner.throw(exception)
 
     def close(self) -> None:
         """End the parked runners (and any later ones once their job returns)."""
         self._closed = True
+        busy = set(self._runner_of.values())
         for runner in list(self._runners):
-            if runner not in self._job_of:
+            if runner not in busy:
                 runner.kill(block=False)
 
     def _loop(self) -> None:
         me = gevent.getcurrent()
-        inbox, job_of = self._inbox, self._job_of
+        inbox, runner_of = self._inbox, self._runner_of
         try:
             while not self._closed:
                 if not inbox:
@@ -116,13 +120,16 @@ class Runners:
                                     exc_info=True)
                     continue
                 job, task = inbox.popleft()
-                job_of[me] = job.id
+                runner_of[job.id] = me
+                if self._early and job.id in self._early:
+                    self._hub.loop.run_callback(self._throw, me, job.id, self._early.pop(job.id))
                 try:
                     self._run(job, task)
                 except BaseException:  # noqa: BLE001 - run reports its job's errors; this is greenq's own
                     log.exception("runner: job %s ended with an error outside its task", job.id)
                 finally:
-                    del job_of[me]
+                    if runner_of.get(job.id) is me:
+                        del runner_of[job.id]
                     self.busy -= 1
                     if self.busy == self.size - 1:
                         self._available.set()

@@ -142,3 +142,27 @@ def test_an_exception_thrown_into_an_idle_runner_strands_no_job(caplog):
     assert seen == ["a", "b", *[str(n) for n in range(10)]]
     assert "an exception reached an idle runner" in caplog.text
     assert all(not runner.dead for runner in idle)
+
+
+def test_an_interrupt_for_a_job_still_in_the_inbox_reaches_it_once_it_starts():
+    outcome = {}
+    gate = gevent.event.Event()
+
+    def run(job, task):
+        try:
+            if job.id == "a":
+                gate.wait()
+            gevent.sleep(0.01)
+            outcome[job.id] = "finished"
+        except JobCancelled as exc:
+            outcome[job.id] = f"cancelled: {exc}"
+
+    runners = Runners(2, run)
+    runners.start(Job("a"), None)
+    gevent.sleep(0)  # "a" runs, blocked on the gate
+    runners.start(Job("b"), None)  # in the inbox: no runner has taken it yet
+    runners.interrupt("b", JobCancelled("stop b"))
+    gate.set()
+    assert runners.join(timeout=5)
+    assert outcome == {"a": "finished", "b": "cancelled: stop b"}
+    assert not runners._early
