@@ -57,6 +57,11 @@ end
 local queue = { prefix = prefix, pending = pending_key, locks = locks_key, counts = counts_key,
                 held = held_key, delayed = delayed_key }
 local added, coalesced = 0, {}
+-- A field and its value at the end of HSET's flat arguments.
+local function put(fields, name, value)
+  local n = #fields
+  fields[n + 1], fields[n + 2] = name, value
+end
 local now = nil
 for i = 4, #ARGV, 9 do
   local id, task, resource = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -81,13 +86,13 @@ for i = 4, #ARGV, 9 do
       -- bytes per queued job, and one HSET.
       local fields = { "task", task, "enc", ARGV[i + 3], "params", ARGV[i + 4],
                        "queued", later and due or now }
-      if ARGV[i + 5] ~= "0" then fields[#fields + 1] = "retries"; fields[#fields + 1] = ARGV[i + 5] end
-      if resource ~= "" then fields[#fields + 1] = "res"; fields[#fields + 1] = resource end
-      if ARGV[i + 8] ~= "" then fields[#fields + 1] = "trace"; fields[#fields + 1] = ARGV[i + 8] end
+      if ARGV[i + 5] ~= "0" then put(fields, "retries", ARGV[i + 5]) end
+      if resource ~= "" then put(fields, "res", resource) end
+      if ARGV[i + 8] ~= "" then put(fields, "trace", ARGV[i + 8]) end
       if later then
-        fields[#fields + 1] = "state"; fields[#fields + 1] = "scheduled"
+        put(fields, "state", "scheduled")
       elseif resource == "" then
-        fields[#fields + 1] = "state"; fields[#fields + 1] = "pending"
+        put(fields, "state", "pending")
       end
       rcall("HSET", job_key, unpack(fields))
       if later then
