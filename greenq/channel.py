@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import queue
 import os
+import queue
 import socket
 import time
 from typing import Any, Iterator, Sequence
 
+import gevent
 import redis
 from redis.exceptions import ReadOnlyError, ResponseError
 
@@ -125,7 +126,6 @@ _yield_cpu = getattr(os, "sched_yield", lambda: None)
 def _callbacks() -> Any:
     """The hub's pending callbacks (greenlets about to run), or () without gevent's loop."""
     try:
-        import gevent
         return gevent.get_hub().loop._callbacks
     except Exception:  # noqa: BLE001 - another loop implementation: never spin
         return (None,)

@@ -164,7 +164,7 @@ class Worker:
                                      lambda lane=lane: self._after_fetch_crash(lane))
 
     def _free_slots(self, lane: Lane, waiting: bool) -> int:
-        """How many jobs `lane`'s next fetch may lease: the pool's free slots
+        """How many jobs `lane`'s next fetch may lease: the free runner slots
         less what other partitions' fetches in flight may fill; a wait asks
         for its share only, since every idle partition waits at once."""
         free = self.runners.free_count() - sum(other.reserved for other in self._lanes)
