@@ -309,11 +309,7 @@ class LocalCluster:
         # then nobody serves it. Until every node agrees: the target's epoch
         # bumped, and SETSLOT NODE again on every master.
         deadline = time.monotonic() + SETTLE_TIMEOUT
-        first = True
         while True:
-            if not first:  # and make the target's claim the newest
-                self._admin(migration.target_port).execute_command("CLUSTER", "BUMPEPOCH")
-            first = False
             for port in owners:
                 self._admin(port).execute_command(
                     "CLUSTER", "SETSLOT", migration.slot, "NODE", migration.target_id)
@@ -324,6 +320,8 @@ class LocalCluster:
             except TimeoutError:
                 if time.monotonic() > deadline:
                     raise
+            # Before the next round, make the target's claim the newest.
+            self._admin(migration.target_port).execute_command("CLUSTER", "BUMPEPOCH")
 
     def migrate_slot(self, slot: int, target_port: int, keys_batch: int = 100) -> None:
         """The whole resharding of one slot, as `redis-cli --cluster reshard` does it."""
